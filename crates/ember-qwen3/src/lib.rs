@@ -1,0 +1,23 @@
+//! Qwen3 for Burn, numerically equal to Hugging Face transformers' `Qwen3ForCausalLM`.
+//!
+//! - [`config`]: [`Qwen3Config`] from an HF `config.json`, validated.
+//! - [`model`]: the model; module names are HF checkpoint keys. Forward to logits, and the shifted
+//!   cross-entropy loss over labels that are not -100.
+//! - [`weights`]: where tensors come from: an HF checkpoint (single or sharded safetensors,
+//!   memory-mapped) or seeded random initialisation.
+//! - [`generate`]: KV-cached greedy and temperature/top-p generation.
+//! - [`pretrained`]: one call to load a model directory.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod pretrained;
+pub mod weights;
+
+pub use config::Qwen3Config;
+pub use error::Qwen3Error;
+pub use generate::{Generation, GenerationConfig, Sampling, StopReason};
+pub use model::{IGNORE_INDEX, LossSum, Qwen3ForCausalLM, shifted_cross_entropy};
+pub use pretrained::{load_pretrained, random_model};
+pub use weights::{RandomInit, SafetensorsSource, WeightSource};

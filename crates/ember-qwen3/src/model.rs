@@ -1,0 +1,443 @@
+//! The Qwen3 decoder, with Hugging Face's module names: the path of every parameter, as Burn's
+//! module visitor reports it, is its key in an HF checkpoint (`model.layers.0.self_attn.q_proj.weight`).
+//!
+//! Follows `modeling_qwen3.py`: pre-norm blocks, RMSNorm computed in f32, per-head RMSNorm on q and
+//! k before rotate-half RoPE, grouped-query attention, SwiGLU MLP.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData, backend::Backend};
+
+use ember_lora::LoraLinear;
+
+use crate::config::Qwen3Config;
+use crate::weights::{Init, WeightSource};
+
+/// Label value excluded from the loss (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Large negative score for masked attention positions. Finite, so a fully masked row (a padded
+/// query) gives a uniform row instead of NaN; such rows never reach the loss.
+const MASK_VALUE: f32 = -1e30;
+
+/// RMSNorm: the statistics are computed in f32 whatever the input dtype, and the weight is applied
+/// after casting back (as HF's `Qwen3RMSNorm`).
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn load(src: &mut impl WeightSource<B>, name: &str, dim: usize, eps: f64) -> Self {
+        let w = src.tensor(&format!("{name}.weight"), [dim], Init::Ones);
+        Self {
+            weight: Param::from_tensor(w).set_require_grad(false),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
+        let var = x.clone().square().mean_dim(D - 1);
+        let x = x * (var + self.eps).sqrt().recip();
+        let w = self.weight.val();
+        let w = w.clone().reshape(broadcast_last::<D>(w.dims()[0]));
+        w * x.cast(dtype)
+    }
+}
+
+fn broadcast_last<const D: usize>(n: usize) -> [usize; D] {
+    let mut s = [1; D];
+    s[D - 1] = n;
+    s
+}
+
+/// The token embedding, `[vocab, hidden]`.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.weight.val(), ids)
+    }
+}
+
+fn linear<B: Backend>(
+    src: &mut impl WeightSource<B>,
+    name: &str,
+    inp: usize,
+    out: usize,
+    bias: bool,
+) -> LoraLinear<B> {
+    let w = src.tensor(&format!("{name}.weight"), [out, inp], Init::Normal);
+    let b = bias.then(|| src.tensor(&format!("{name}.bias"), [out], Init::Zeros));
+    LoraLinear::frozen(w, b)
+}
+
+/// RoPE tables for a run of positions: `cos`, `sin` of shape `[seq, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    pub cos: Tensor<B, 2>,
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Positions `start..start+len`, computed in f32 exactly as HF's `Qwen3RotaryEmbedding`
+    /// (`inv_freq = 1 / theta^(2i/d)`, `freqs = pos * inv_freq`, `emb = cat(freqs, freqs)`).
+    pub fn new(cfg: &Qwen3Config, start: usize, len: usize, dtype: DType, device: &B::Device) -> Self {
+        let d = cfg.head_dim;
+        let theta = cfg.rope_theta as f32;
+        let scale = cfg.rope_position_scale() as f32;
+        let inv_freq: Vec<f32> = (0..d / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32) / scale)
+            .collect();
+        let mut cos = Vec::with_capacity(len * d);
+        let mut sin = Vec::with_capacity(len * d);
+        for p in start..start + len {
+            for half in 0..2 {
+                let _ = half;
+                for f in &inv_freq {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        let mk = |v: Vec<f32>| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, [len, d]), device).cast(dtype)
+        };
+        Self {
+            cos: mk(cos),
+            sin: mk(sin),
+        }
+    }
+
+    /// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, seq, head_dim]`.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, s, d] = x.dims();
+        let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+        let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let cos = self.cos.clone().unsqueeze::<4>();
+        let sin = self.sin.clone().unsqueeze::<4>();
+        x * cos + rotated * sin
+    }
+}
+
+/// Keys and values of the positions already seen, for generation.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache<B: Backend> {
+    pub k: Option<Tensor<B, 4>>,
+    pub v: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> LayerCache<B> {
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: LoraLinear<B>,
+    pub k_proj: LoraLinear<B>,
+    pub v_proj: LoraLinear<B>,
+    pub o_proj: LoraLinear<B>,
+    pub q_norm: RmsNorm<B>,
+    pub k_norm: RmsNorm<B>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    fn load(src: &mut impl WeightSource<B>, name: &str, c: &Qwen3Config) -> Self {
+        let (h, q_out, kv_out) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.kv_heads() * c.head_dim);
+        Self {
+            q_proj: linear(src, &format!("{name}.q_proj"), h, q_out, c.attention_bias),
+            k_proj: linear(src, &format!("{name}.k_proj"), h, kv_out, c.attention_bias),
+            v_proj: linear(src, &format!("{name}.v_proj"), h, kv_out, c.attention_bias),
+            o_proj: linear(src, &format!("{name}.o_proj"), q_out, h, c.attention_bias),
+            q_norm: RmsNorm::load(src, &format!("{name}.q_norm"), c.head_dim, c.rms_norm_eps),
+            k_norm: RmsNorm::load(src, &format!("{name}.k_norm"), c.head_dim, c.rms_norm_eps),
+            num_heads: c.num_attention_heads,
+            num_kv_heads: c.kv_heads(),
+            head_dim: c.head_dim,
+        }
+    }
+
+    /// `x: [batch, seq, hidden]`; `mask: [batch, 1, seq, past+seq]`, true where attention is
+    /// forbidden. With a cache, the new keys and values are appended to it.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_norm.forward(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
+        let k = self.k_norm.forward(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]));
+        let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]);
+        let q = rope.apply(q.swap_dims(1, 2));
+        let mut k = rope.apply(k.swap_dims(1, 2));
+        let mut v = v.swap_dims(1, 2);
+        if let Some(cache) = cache {
+            if let (Some(pk), Some(pv)) = (cache.k.take(), cache.v.take()) {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            cache.k = Some(k.clone());
+            cache.v = Some(v.clone());
+        }
+        let t = k.dims()[2];
+        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
+        let dtype = q.dtype();
+        let scores = q.matmul(k.swap_dims(2, 3)) * (hd as f64).powf(-0.5);
+        let scores = scores.mask_fill(mask.expand([b, nh, s, t]), MASK_VALUE);
+        // Softmax in f32, as HF's eager attention.
+        let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Grouped-query attention: each of the `n_rep` query heads of a group reads the same kv head
+/// (HF's `repeat_kv`: head `h` uses kv head `h / n_rep`).
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, n_rep, s, d])
+        .reshape([b, kv * n_rep, s, d])
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: LoraLinear<B>,
+    pub up_proj: LoraLinear<B>,
+    pub down_proj: LoraLinear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn load(src: &mut impl WeightSource<B>, name: &str, c: &Qwen3Config) -> Self {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Self {
+            gate_proj: linear(src, &format!("{name}.gate_proj"), h, i, false),
+            up_proj: linear(src, &format!("{name}.up_proj"), h, i, false),
+            down_proj: linear(src, &format!("{name}.down_proj"), i, h, false),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub self_attn: Attention<B>,
+    pub mlp: Mlp<B>,
+    pub input_layernorm: RmsNorm<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn load(src: &mut impl WeightSource<B>, name: &str, c: &Qwen3Config) -> Self {
+        Self {
+            self_attn: Attention::load(src, &format!("{name}.self_attn"), c),
+            mlp: Mlp::load(src, &format!("{name}.mlp"), c),
+            input_layernorm: RmsNorm::load(src, &format!("{name}.input_layernorm"), c.hidden_size, c.rms_norm_eps),
+            post_attention_layernorm: RmsNorm::load(
+                src,
+                &format!("{name}.post_attention_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
+        }
+    }
+
+    /// One pre-norm block. Callable on its own so that a trainer can recompute a layer.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// HF `Qwen3Model`: embeddings, decoder layers, final norm.
+#[derive(Module, Debug)]
+pub struct Qwen3Model<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+}
+
+/// HF `Qwen3ForCausalLM`. `lm_head` is `None` when the embeddings are tied.
+#[derive(Module, Debug)]
+pub struct Qwen3ForCausalLM<B: Backend> {
+    pub model: Qwen3Model<B>,
+    pub lm_head: Option<LoraLinear<B>>,
+}
+
+/// Sum of token cross-entropies and the number of supervised tokens: the loss is `sum / count`,
+/// and a trainer can divide by a whole accumulation window's count instead (HF `num_items_in_batch`).
+#[derive(Debug, Clone)]
+pub struct LossSum<B: Backend> {
+    pub sum: Tensor<B, 1>,
+    pub count: Tensor<B, 1>,
+}
+
+impl<B: Backend> LossSum<B> {
+    /// The mean token loss.
+    pub fn mean(self) -> Tensor<B, 1> {
+        self.sum / self.count
+    }
+}
+
+impl<B: Backend> Qwen3ForCausalLM<B> {
+    /// Builds the model, taking every tensor from `src` by its HF name.
+    pub fn load(cfg: &Qwen3Config, src: &mut impl WeightSource<B>) -> Self {
+        let embed = src.tensor("model.embed_tokens.weight", [cfg.vocab_size, cfg.hidden_size], Init::Normal);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(src, &format!("model.layers.{i}"), cfg))
+            .collect();
+        let norm = RmsNorm::load(src, "model.norm", cfg.hidden_size, cfg.rms_norm_eps);
+        let lm_head = if cfg.tie_word_embeddings {
+            // Tied checkpoints may still carry a copy; HF ties it to the embedding regardless.
+            src.ignore("lm_head.weight");
+            None
+        } else {
+            Some(linear(src, "lm_head", cfg.hidden_size, cfg.vocab_size, false))
+        };
+        Self {
+            model: Qwen3Model {
+                embed_tokens: Embedding {
+                    weight: Param::from_tensor(embed).set_require_grad(false),
+                },
+                layers,
+                norm,
+            },
+            lm_head,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+
+    /// Causal plus key-padding mask, `[batch, 1, seq, past+seq]`, true where attention is forbidden.
+    /// `attention_mask` (1 = token, 0 = padding) covers all `past+seq` positions.
+    pub fn attention_mask(
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        batch: usize,
+        seq: usize,
+        past: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4, Bool> {
+        let total = past + seq;
+        // Query i (absolute position past+i) may see keys 0..=past+i.
+        let causal = Tensor::<B, 2, Bool>::triu_mask([seq, total], past as i64, device)
+            .unsqueeze::<4>()
+            .expand([batch, 1, seq, total]);
+        match attention_mask {
+            None => causal,
+            Some(am) => {
+                let pad = am.equal_elem(0).reshape([batch, 1, 1, total]).expand([batch, 1, seq, total]);
+                causal.bool_or(pad)
+            }
+        }
+    }
+
+    /// Final hidden states (after `model.norm`), `[batch, seq, hidden]`.
+    pub fn forward_hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        cfg: &Qwen3Config,
+        mut cache: Option<&mut Vec<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let past = cache.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
+        let mut x = self.model.embed_tokens.forward(input_ids);
+        let rope = Rope::new(cfg, past, s, x.dtype(), &device);
+        let mask = Self::attention_mask(attention_mask, b, s, past, &device);
+        if let Some(c) = cache.as_mut() {
+            c.resize_with(self.model.layers.len(), LayerCache::default);
+        }
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let layer_cache = cache.as_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, &rope, mask.clone(), layer_cache);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// The output projection applied to hidden states; logits in f32.
+    pub fn lm_head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, s, h] = hidden.dims();
+                let w = self.model.embed_tokens.weight.val();
+                let v = w.dims()[0];
+                hidden.reshape([b * s, h]).matmul(w.transpose()).reshape([b, s, v])
+            }
+        };
+        logits.cast(DType::F32)
+    }
+
+    /// Logits `[batch, seq, vocab]` in f32.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        cfg: &Qwen3Config,
+    ) -> Tensor<B, 3> {
+        self.lm_head(self.forward_hidden(input_ids, attention_mask, cfg, None))
+    }
+
+    /// Shifted next-token cross-entropy over positions whose label is not [`IGNORE_INDEX`]:
+    /// position `t` predicts `labels[t + 1]` (HF `ForCausalLMLoss`).
+    pub fn forward_loss(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        labels: Tensor<B, 2, Int>,
+        cfg: &Qwen3Config,
+    ) -> LossSum<B> {
+        let logits = self.forward(input_ids, attention_mask, cfg);
+        shifted_cross_entropy(logits, labels)
+    }
+}
+
+/// Sum and count of the shifted cross-entropy of f32 `logits: [b, s, v]` against `labels: [b, s]`.
+pub fn shifted_cross_entropy<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> LossSum<B> {
+    let [b, s, _] = logits.dims();
+    let device = logits.device();
+    let tail = Tensor::<B, 2, Int>::full([b, 1], IGNORE_INDEX, &device);
+    let shifted = Tensor::cat(vec![labels.slice([0..b, 1..s]), tail], 1);
+    let ignored = shifted.clone().equal_elem(IGNORE_INDEX);
+    let targets = shifted.mask_fill(ignored.clone(), 0);
+    let logp = log_softmax(logits, 2);
+    let picked: Tensor<B, 2> = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim(2);
+    let keep = ignored.bool_not().float();
+    let sum = (picked.neg() * keep.clone()).sum();
+    LossSum { sum, count: keep.sum() }
+}
