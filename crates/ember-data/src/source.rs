@@ -1,0 +1,225 @@
+//! Reading data files (JSON array, JSON Lines, CSV) into rows that remember where they came from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{DataError, FieldError, Location, Result, RowError};
+use crate::json::Json;
+
+/// One record of a data file. A row that cannot be parsed is kept (as `Err`) so that it still takes
+/// its place in `max_samples` and the split, and is reported instead of silently dropped.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub file: Arc<PathBuf>,
+    pub location: Location,
+    pub value: std::result::Result<Json, FieldError>,
+}
+
+impl Row {
+    /// Attach this row's file and location to a field error.
+    pub fn error(&self, e: FieldError) -> RowError {
+        RowError {
+            file: (*self.file).clone(),
+            location: self.location.clone(),
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+/// Read every row of `path`: a file, or a folder whose files (sorted by name) share one type.
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let meta = std::fs::metadata(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return read_file(path);
+    }
+    let mut files = Vec::new();
+    let dir = std::fs::read_dir(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })?;
+    for entry in dir {
+        let entry = entry.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            files.push(entry.path());
+        }
+    }
+    // LLaMA-Factory takes os.listdir order, which is arbitrary; sorting makes ours reproducible.
+    files.sort();
+    let kinds: Vec<_> = files.iter().map(|f| FileKind::of(f)).collect();
+    if kinds.windows(2).any(|w| w[0] != w[1]) {
+        return Err(DataError::Config(format!(
+            "{}: file types should be identical",
+            path.display()
+        )));
+    }
+    let mut rows = Vec::new();
+    for f in &files {
+        rows.extend(read_file(f)?);
+    }
+    Ok(rows)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Json,
+    Jsonl,
+    Csv,
+    Other,
+}
+
+impl FileKind {
+    fn of(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("json") => FileKind::Json,
+            Some("jsonl") => FileKind::Jsonl,
+            Some("csv") => FileKind::Csv,
+            _ => FileKind::Other,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<Row>> {
+    let kind = FileKind::of(path);
+    if kind == FileKind::Other {
+        return Err(DataError::UnsupportedFile { path: path.into() });
+    }
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let file = Arc::new(path.to_path_buf());
+    if kind == FileKind::Csv {
+        return read_csv(&bytes, file);
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| DataError::FileJson {
+        path: path.into(),
+        message: format!("not UTF-8: {e}"),
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // HF's json loader accepts JSON Lines in a `.json` file, so decide by content, not extension.
+    let is_array = kind == FileKind::Json && text.trim_start().starts_with('[');
+    if is_array {
+        read_json_array(text, file)
+    } else {
+        Ok(read_jsonl(text, file))
+    }
+}
+
+fn read_json_array(text: &str, file: Arc<PathBuf>) -> Result<Vec<Row>> {
+    let items: Vec<Json> = serde_json::from_str(text).map_err(|e| DataError::FileJson {
+        path: (*file).clone(),
+        message: e.to_string(),
+    })?;
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Row {
+            file: file.clone(),
+            location: Location::Index(i),
+            value: as_object(v),
+        })
+        .collect())
+}
+
+fn read_jsonl(text: &str, file: Arc<PathBuf>) -> Vec<Row> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| Row {
+            file: file.clone(),
+            location: Location::Line(i + 1),
+            value: Json::parse(line)
+                .map_err(|e| FieldError::new("", format!("not valid JSON: {e}")))
+                .and_then(as_object),
+        })
+        .collect()
+}
+
+fn as_object(v: Json) -> std::result::Result<Json, FieldError> {
+    match v {
+        Json::Object(_) => Ok(v),
+        other => Err(FieldError::new(
+            "",
+            format!("expected a JSON object, found {}", other.kind()),
+        )),
+    }
+}
+
+/// CSV with a header row. Cells are strings; an empty cell is null (pandas reads it as NaN), so an
+/// empty response is reported rather than trained on.
+fn read_csv(bytes: &[u8], file: Arc<PathBuf>) -> Result<Vec<Row>> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(bytes);
+    let csv_err = |e: csv::Error| DataError::FileCsv {
+        path: (*file).clone(),
+        message: e.to_string(),
+    };
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(csv_err)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let (line, value) = match record {
+            Ok(rec) => {
+                let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
+                let value = if rec.len() != headers.len() {
+                    Err(FieldError::new(
+                        "",
+                        format!(
+                            "{} cells, but the header has {} columns",
+                            rec.len(),
+                            headers.len()
+                        ),
+                    ))
+                } else {
+                    let items = headers
+                        .iter()
+                        .zip(rec.iter())
+                        .map(|(h, c)| {
+                            let v = if c.is_empty() {
+                                Json::Null
+                            } else {
+                                Json::String(c.to_owned())
+                            };
+                            (h.clone(), v)
+                        })
+                        .collect();
+                    Ok(Json::Object(items))
+                };
+                (line, value)
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
+                    (line, Err(FieldError::new("", format!("not UTF-8: {e}"))))
+                } else {
+                    return Err(csv_err(e));
+                }
+            }
+        };
+        rows.push(Row {
+            file: file.clone(),
+            location: Location::CsvLine(line),
+            value,
+        });
+    }
+    Ok(rows)
+}
