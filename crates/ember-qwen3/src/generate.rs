@@ -74,10 +74,10 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         &self,
         cfg: &Qwen3Config,
         prompt: &[u32],
-        gen: &GenerationConfig,
+        gcfg: &GenerationConfig,
         device: &B::Device,
     ) -> Result<Generation, Qwen3Error> {
-        gen.validate()?;
+        gcfg.validate()?;
         if prompt.is_empty() {
             return Err(Qwen3Error::Generation("the prompt has no tokens".into()));
         }
@@ -87,14 +87,14 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
                 vocab: cfg.vocab_size,
             });
         }
-        let mut rng = gen
+        let mut rng = gcfg
             .sampling
             .as_ref()
             .map(|s| rand::rngs::StdRng::seed_from_u64(s.seed));
         let mut cache: Vec<LayerCache<B>> = Vec::new();
         let mut input: Vec<u32> = prompt.to_vec();
         let mut out = Vec::new();
-        for _ in 0..gen.max_new_tokens {
+        for _ in 0..gcfg.max_new_tokens {
             let n = input.len();
             let ids = TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]);
             let ids = Tensor::<B, 2, Int>::from_data(ids, device);
@@ -107,12 +107,12 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
                 .convert::<f32>()
                 .to_vec()
                 .map_err(|e| Qwen3Error::Generation(format!("reading logits: {e:?}")))?;
-            let next = match (&gen.sampling, rng.as_mut()) {
+            let next = match (&gcfg.sampling, rng.as_mut()) {
                 (Some(s), Some(rng)) => sample(&logits, s, rng),
                 _ => argmax(&logits),
             };
             out.push(next);
-            if gen.eos_token_ids.contains(&next) {
+            if gcfg.eos_token_ids.contains(&next) {
                 return Ok(Generation {
                     ids: out,
                     stop: StopReason::Eos,

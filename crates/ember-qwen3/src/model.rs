@@ -353,7 +353,7 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     ) -> Tensor<B, 4, Bool> {
         let total = past + seq;
         // Query i (absolute position past+i) may see keys 0..=past+i.
-        let causal = Tensor::<B, 2, Bool>::triu_mask([seq, total], past as i64, device)
+        let causal = Tensor::<B, 2, Bool>::tril_mask([seq, total], past as i64, device)
             .unsqueeze::<4>()
             .expand([batch, 1, seq, total]);
         match attention_mask {

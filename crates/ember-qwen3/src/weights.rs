@@ -164,7 +164,7 @@ impl<B: Backend> WeightSource<B> for SafetensorsSource<B> {
                     return placeholder();
                 }
                 let data = data.convert_dtype(self.dtype);
-                Tensor::from_data(data, &self.device).cast(self.dtype)
+                Tensor::<B, D>::from_data(data, &self.device).cast(self.dtype)
             }
             Err(e) => {
                 self.first_error.get_or_insert(e);

@@ -90,7 +90,7 @@ impl BackendOp for LogitsAndLoss {
         }
         // The first row without any padding or mask argument.
         let n0 = mask_v.iter().take(mask_v.len() / 2).filter(|m| **m == 1).count();
-        let row0 = ids.slice([0..1, 0..n0]);
+        let row0 = ids.clone().slice([0..1, 0..n0]);
         let l0: Vec<f32> = model.forward(row0, None, &cfg).into_data().convert::<f32>().to_vec().expect("f32");
         let (_, w0) = r.tensor(&format!("{}.logits_unpadded_row0", self.model));
         let w0: Vec<f32> = w0.to_vec().expect("f32");
