@@ -16,12 +16,16 @@ use serde::{Deserialize, Serialize};
 use crate::params::{PathStack, hf_no_decay};
 
 /// AdamW hyper-parameters. Defaults are torch's (`betas=(0.9, 0.999)`, `eps=1e-8`,
-/// `weight_decay=0.01`); note that HF `TrainingArguments.weight_decay` defaults to 0.
+/// `weight_decay=0.01`); note that HF `TrainingArguments.weight_decay` defaults to 0. HF's key
+/// names (`adam_beta1`, `adam_beta2`, `adam_epsilon`) are accepted when deserializing.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AdamWConfig {
+    #[serde(alias = "adam_beta1")]
     pub beta1: f64,
+    #[serde(alias = "adam_beta2")]
     pub beta2: f64,
+    #[serde(alias = "adam_epsilon")]
     pub eps: f64,
     pub weight_decay: f64,
 }
@@ -66,7 +70,10 @@ impl<B: AutodiffBackend> AdamW<B> {
     }
 
     /// Replaces the no-decay rule: parameters whose path makes `no_decay` true get weight decay 0.
-    pub fn with_no_decay(mut self, no_decay: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_no_decay(
+        mut self,
+        no_decay: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.no_decay = Box::new(no_decay);
         self
     }
@@ -185,7 +192,8 @@ fn adamw_update<B: Backend, const D: usize>(
     // exp_avg.lerp_(grad, 1 - beta1): for weights < 0.5 torch computes self + w * (end - self).
     let exp_avg = exp_avg.clone() + (grad.clone() - exp_avg).mul_scalar(1.0 - cfg.beta1);
     // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2): self + (value * t1) * t2.
-    let exp_avg_sq = exp_avg_sq.mul_scalar(cfg.beta2) + grad.clone().mul_scalar(1.0 - cfg.beta2) * grad;
+    let exp_avg_sq =
+        exp_avg_sq.mul_scalar(cfg.beta2) + grad.clone().mul_scalar(1.0 - cfg.beta2) * grad;
 
     // The step count is a float in torch (`step_t.item()`), and `**` is C `pow`.
     let t = step as f64;

@@ -43,7 +43,7 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
         let coef = clip_coef(max_norm, total);
         // torch multiplies by the clamped factor even when it is 1; that is exact, so skip it.
         // A NaN factor (non-finite norm) still propagates, as in torch.
-        if !(coef >= 1.0) {
+        if coef.is_nan() || coef < 1.0 {
             module.visit(&mut ScaleVisitor::<B> {
                 grads,
                 coef,
@@ -72,7 +72,11 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for NormVisitor<'_, B> {
             return;
         }
         if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let norm = grad.cast(burn::tensor::FloatDType::F32).square().sum().sqrt();
+            let norm = grad
+                .cast(burn::tensor::FloatDType::F32)
+                .square()
+                .sum()
+                .sqrt();
             self.norms.push(norm);
         }
     }

@@ -24,10 +24,14 @@ pub enum OptimError {
     #[error("optimizer state has no entry for trainable parameter `{0}` (was the model changed?)")]
     MissingParam(String),
 
-    #[error("optimizer state has parameter `{0}`, which is not a trainable parameter of the module")]
+    #[error(
+        "optimizer state has parameter `{0}`, which is not a trainable parameter of the module"
+    )]
     UnexpectedParam(String),
 
-    #[error("optimizer state for `{name}` has shape {state:?} but the parameter has shape {param:?}")]
+    #[error(
+        "optimizer state for `{name}` has shape {state:?} but the parameter has shape {param:?}"
+    )]
     ShapeMismatch {
         name: String,
         state: Vec<usize>,

@@ -45,7 +45,8 @@ pub fn hf_no_decay(path: &str) -> bool {
     ["bias", "layernorm", "rmsnorm"]
         .iter()
         .any(|pat| p.contains(pat))
-        || p.split('.').any(|seg| seg == "norm" || seg.ends_with("_norm"))
+        || p.split('.')
+            .any(|seg| seg == "norm" || seg.ends_with("_norm"))
 }
 
 /// Tracks the dotted path through `enter_module`/`exit_module` calls. Burn calls `enter_module`
@@ -87,7 +88,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect<B> {
             self.out.push(TrainableParam {
                 path: self.path.current(),
                 id: param.id,
-                shape: tensor.shape().dims.to_vec(),
+                shape: tensor.shape().to_vec(),
                 device: tensor.device(),
             });
         }

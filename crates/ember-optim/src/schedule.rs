@@ -231,7 +231,7 @@ impl SchedulerArgs {
             reason,
         };
         let ws = self.warmup_steps;
-        if !(ws >= 0.0 && ws.is_finite()) {
+        if ws.is_nan() || ws < 0.0 || ws.is_infinite() {
             return Err(bad(format!("warmup_steps must be >= 0, got {ws}")));
         }
         if ws >= 1.0 {
@@ -254,7 +254,8 @@ impl SchedulerArgs {
     pub fn build(&self, base_lr: f64, total: u64) -> Result<LrScheduler> {
         let kind: SchedulerType = self.lr_scheduler_type.parse()?;
         let warmup = self.warmup_steps_for(total)?;
-        let schedule = schedule_from_kwargs(kind, base_lr, warmup, total, &self.lr_scheduler_kwargs)?;
+        let schedule =
+            schedule_from_kwargs(kind, base_lr, warmup, total, &self.lr_scheduler_kwargs)?;
         Ok(LrScheduler::new(base_lr, schedule))
     }
 }
@@ -285,9 +286,7 @@ pub fn schedule_from_kwargs(
         kind,
         SchedulerType::Constant | SchedulerType::ConstantWithWarmup
     );
-    if !ignores_kwargs
-        && let Some(k) = kwargs.keys().find(|k| !allowed.contains(&k.as_str()))
-    {
+    if !ignores_kwargs && let Some(k) = kwargs.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(bad(format!(
             "unexpected lr_scheduler_kwargs key `{k}` (accepted: {})",
             if allowed.is_empty() {
@@ -337,7 +336,7 @@ pub fn schedule_from_kwargs(
         }
         SchedulerType::Polynomial => {
             let lr_end = num("lr_end")?.unwrap_or(1e-7);
-            if !(base_lr > lr_end) {
+            if base_lr.is_nan() || lr_end.is_nan() || base_lr <= lr_end {
                 return Err(bad(format!(
                     "lr_end ({lr_end}) must be smaller than initial lr ({base_lr})"
                 )));
@@ -379,7 +378,10 @@ mod tests {
 
     #[test]
     fn unknown_name_lists_valid_ones() {
-        let err = "cosine_restarts".parse::<SchedulerType>().unwrap_err().to_string();
+        let err = "cosine_restarts"
+            .parse::<SchedulerType>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cosine_restarts"), "{err}");
         for t in SchedulerType::ALL {
             assert!(err.contains(t.name()), "{err}");
@@ -429,11 +431,14 @@ mod tests {
         )
         .unwrap();
         let s = args.build(1e-5, 10).unwrap();
-        assert!(matches!(s.schedule, Schedule::CosineWithMinLr { min_lr_rate, .. } if min_lr_rate == 1e-6 / 1e-5));
+        assert!(
+            matches!(s.schedule, Schedule::CosineWithMinLr { min_lr_rate, .. } if min_lr_rate == 1e-6 / 1e-5)
+        );
 
-        let bad: SchedulerArgs =
-            serde_json::from_str(r#"{"lr_scheduler_type":"cosine","lr_scheduler_kwargs":{"power":2}}"#)
-                .unwrap();
+        let bad: SchedulerArgs = serde_json::from_str(
+            r#"{"lr_scheduler_type":"cosine","lr_scheduler_kwargs":{"power":2}}"#,
+        )
+        .unwrap();
         let err = bad.build(1e-5, 10).unwrap_err().to_string();
         assert!(err.contains("power") && err.contains("num_cycles"), "{err}");
     }

@@ -45,7 +45,7 @@ impl<B: AutodiffBackend> AdamW<B> {
         for (path, s) in &self.state {
             for (kind, t) in [(EXP_AVG, &s.exp_avg), (EXP_AVG_SQ, &s.exp_avg_sq)] {
                 let t = Tensor::<B::InnerBackend, 1>::from_primitive(t.clone());
-                let shape = t.shape().dims.to_vec();
+                let shape = t.shape().to_vec();
                 let values = t.cast(FloatDType::F32).into_data();
                 data.push((format!("{path}.{kind}"), shape, values));
             }
@@ -203,10 +203,7 @@ fn load_f32<B: Backend>(bytes: &[u8], shape: &[usize], device: &B::Device) -> Te
 }
 
 /// Reshapes a rank-1 tensor to `shape` and returns the rank-erased primitive.
-fn reshape_dyn<B: Backend>(
-    t: Tensor<B, 1>,
-    shape: &[usize],
-) -> TensorPrimitive<B> {
+fn reshape_dyn<B: Backend>(t: Tensor<B, 1>, shape: &[usize]) -> TensorPrimitive<B> {
     macro_rules! to_rank {
         ($($d:literal),*) => {
             match shape.len() {
