@@ -1,0 +1,109 @@
+//! ember's ids and labels against LLaMA-Factory's, case by case (fixtures/data/reference.json,
+//! written by fixtures/data/make_data_reference.py), and the numpy-compatible generator against numpy.
+
+use std::path::{Path, PathBuf};
+
+use ember_data::rng::NumpyRng;
+use ember_data::{DataArgs, Example, Tokenizer, load_sft};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data"))
+}
+
+fn shared() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rows(v: &Value) -> Vec<(Vec<u32>, Vec<i32>)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let ids = r["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            let labels = r["labels"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap() as i32).collect();
+            (ids, labels)
+        })
+        .collect()
+}
+
+fn ours(examples: &[Example]) -> Vec<(Vec<u32>, Vec<i32>)> {
+    examples.iter().map(|e| (e.input_ids.clone(), e.labels.clone())).collect()
+}
+
+/// Run every case of one tokenizer; report all mismatching cases at once.
+fn check_tokenizer(name: &str, tok_path: &Path) {
+    let reference = read_json(&fixtures().join("reference.json"));
+    let cases = reference["tokenizers"][name].as_object().expect("tokenizer in reference.json");
+    let tok = Tokenizer::from_file(tok_path).unwrap();
+    let mut failures = Vec::new();
+    for (case, expected) in cases {
+        // The case's keys are DataArgs keys: deserializing them also checks the names agree.
+        let mut args: DataArgs = serde_json::from_value(expected["args"].clone())
+            .unwrap_or_else(|e| panic!("{case}: args do not deserialize into DataArgs: {e}"));
+        args.dataset_dir = fixtures();
+        let data = match load_sft(&args, &tok) {
+            Ok(d) => d,
+            Err(e) => {
+                failures.push(format!("{case}: load failed: {e}"));
+                continue;
+            }
+        };
+        for (split, got, want) in [("train", &data.train, &expected["train"]), ("eval", &data.eval, &expected["eval"])] {
+            let want = rows(want);
+            let got = ours(got);
+            if got.len() != want.len() {
+                failures.push(format!("{case}/{split}: {} examples, LLaMA-Factory has {}", got.len(), want.len()));
+                continue;
+            }
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                if g.0 != w.0 {
+                    let at = g.0.iter().zip(&w.0).position(|(a, b)| a != b).unwrap_or(g.0.len().min(w.0.len()));
+                    failures.push(format!(
+                        "{case}/{split}[{i}]: input_ids differ at {at} (lens {} vs {}):\n  ours {:?}\n  LF   {:?}",
+                        g.0.len(),
+                        w.0.len(),
+                        &g.0[at.saturating_sub(3)..(at + 8).min(g.0.len())],
+                        &w.0[at.saturating_sub(3)..(at + 8).min(w.0.len())],
+                    ));
+                } else if g.1 != w.1 {
+                    let at = g.1.iter().zip(&w.1).position(|(a, b)| a != b).unwrap_or(0);
+                    failures.push(format!("{case}/{split}[{i}]: labels differ at {at}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatch(es):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn small_tokenizer_matches_llamafactory() {
+    check_tokenizer("small", &fixtures().join("tokenizer-small.json"));
+}
+
+#[test]
+fn qwen3_tokenizer_matches_llamafactory() {
+    let path = shared().join("tokenizers/qwen3/tokenizer.json");
+    if !path.exists() {
+        println!("skipped: {} not found (the Qwen3 tokenizer lives in ../shared)", path.display());
+        return;
+    }
+    check_tokenizer("qwen3", &path);
+}
+
+#[test]
+fn permutations_match_numpy() {
+    let reference = read_json(&fixtures().join("rng.json"));
+    for case in reference["cases"].as_array().unwrap() {
+        let seed: Vec<u64> = case["seed"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let n = case["n"].as_u64().unwrap() as usize;
+        let want: Vec<usize> = case["perm"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let got = NumpyRng::from_entropy(&seed).permutation(n);
+        assert_eq!(&got[..want.len()], &want[..], "seed {seed:?}, n {n}");
+    }
+}
