@@ -51,6 +51,12 @@ pub(crate) struct ParamState<B: Backend> {
     pub(crate) exp_avg_sq: TensorPrimitive<B>,
 }
 
+/// A parameter's AdamW moments (torch's `exp_avg`, `exp_avg_sq`), on the inner backend.
+pub struct Moments<B: Backend, const D: usize> {
+    pub exp_avg: Tensor<B, D>,
+    pub exp_avg_sq: Tensor<B, D>,
+}
+
 /// AdamW over the trainable parameters of a Burn module; state is keyed by parameter path.
 pub struct AdamW<B: AutodiffBackend> {
     pub(crate) config: AdamWConfig,
@@ -111,15 +117,15 @@ impl<B: AutodiffBackend> AdamW<B> {
         self.state.get(path).map(|s| s.step)
     }
 
-    /// The first and second moments (`exp_avg`, `exp_avg_sq`) of the parameter at `path`.
-    pub fn moments<const D: usize>(
-        &self,
-        path: &str,
-    ) -> Option<(Tensor<B::InnerBackend, D>, Tensor<B::InnerBackend, D>)> {
+    /// The moments of the parameter at `path` (`None` without state or if it is not of rank `D`).
+    pub fn moments<const D: usize>(&self, path: &str) -> Option<Moments<B::InnerBackend, D>> {
         let s = self.state.get(path)?;
-        let m = Tensor::<B::InnerBackend, D>::from_primitive(s.exp_avg.clone());
-        let v = Tensor::<B::InnerBackend, D>::from_primitive(s.exp_avg_sq.clone());
-        (m.shape().num_dims() == D).then_some((m, v))
+        let exp_avg = Tensor::<B::InnerBackend, D>::from_primitive(s.exp_avg.clone());
+        let exp_avg_sq = Tensor::<B::InnerBackend, D>::from_primitive(s.exp_avg_sq.clone());
+        (exp_avg.shape().num_dims() == D).then_some(Moments {
+            exp_avg,
+            exp_avg_sq,
+        })
     }
 
     fn update<const D: usize>(

@@ -34,7 +34,7 @@ pub mod params;
 pub mod schedule;
 pub mod state;
 
-pub use adamw::{AdamW, AdamWConfig, NoDecayFn};
+pub use adamw::{AdamW, AdamWConfig, Moments, NoDecayFn};
 pub use clip::{DEFAULT_MAX_GRAD_NORM, clip_grad_norm};
 pub use error::{OptimError, Result};
 pub use params::{TrainableParam, hf_no_decay, trainable_params};

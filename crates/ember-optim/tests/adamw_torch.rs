@@ -97,11 +97,17 @@ fn moments<B: AutodiffBackend>(opt: &AdamW<B>, path: &str, rank: usize) -> (Vec<
     let to_vec = |d: burn::tensor::TensorData| d.to_vec::<f32>().expect("f32 moments");
     match rank {
         1 => {
-            let (m, v) = opt.moments::<1>(path).expect("state");
+            let ember_optim::Moments {
+                exp_avg: m,
+                exp_avg_sq: v,
+            } = opt.moments::<1>(path).expect("state");
             (to_vec(m.into_data()), to_vec(v.into_data()))
         }
         2 => {
-            let (m, v) = opt.moments::<2>(path).expect("state");
+            let ember_optim::Moments {
+                exp_avg: m,
+                exp_avg_sq: v,
+            } = opt.moments::<2>(path).expect("state");
             (to_vec(m.into_data()), to_vec(v.into_data()))
         }
         r => panic!("rank {r}"),

@@ -36,12 +36,18 @@ fn snapshot<B: AutodiffBackend>(module: &Toy<B>, opt: &AdamW<B>) -> Vec<(String,
         out.push((name.to_string(), bits(module.values(name))));
     }
     for name in [LORA_A, LORA_B] {
-        let (m, v) = opt.moments::<2>(name).expect("state");
+        let ember_optim::Moments {
+            exp_avg: m,
+            exp_avg_sq: v,
+        } = opt.moments::<2>(name).expect("state");
         out.push((format!("{name}.m"), bits(m.into_data().to_vec().unwrap())));
         out.push((format!("{name}.v"), bits(v.into_data().to_vec().unwrap())));
     }
     for name in [BIAS, NORM] {
-        let (m, v) = opt.moments::<1>(name).expect("state");
+        let ember_optim::Moments {
+            exp_avg: m,
+            exp_avg_sq: v,
+        } = opt.moments::<1>(name).expect("state");
         out.push((format!("{name}.m"), bits(m.into_data().to_vec().unwrap())));
         out.push((format!("{name}.v"), bits(v.into_data().to_vec().unwrap())));
     }
