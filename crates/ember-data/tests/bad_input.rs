@@ -6,15 +6,27 @@ use std::path::{Path, PathBuf};
 use ember_data::{DataArgs, DataError, Location, Tokenizer, load_sft};
 
 fn small_tokenizer() -> Tokenizer {
-    Tokenizer::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data/tokenizer-small.json")).unwrap()
+    Tokenizer::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/data/tokenizer-small.json"
+    ))
+    .unwrap()
 }
 
 /// A temp dataset dir holding one file `name` with `content`, registered as dataset `d` by `entry`.
 fn dataset(name: &str, content: &str, entry: &str) -> (tempfile::TempDir, DataArgs) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(name), content).unwrap();
-    std::fs::write(dir.path().join("dataset_info.json"), format!(r#"{{"d": {entry}}}"#)).unwrap();
-    let args = DataArgs { dataset_dir: dir.path().into(), dataset: vec!["d".into()], ..DataArgs::default() };
+    std::fs::write(
+        dir.path().join("dataset_info.json"),
+        format!(r#"{{"d": {entry}}}"#),
+    )
+    .unwrap();
+    let args = DataArgs {
+        dataset_dir: dir.path().into(),
+        dataset: vec!["d".into()],
+        ..DataArgs::default()
+    };
     (dir, args)
 }
 
@@ -32,13 +44,20 @@ fn one_row_error(args: &DataArgs) -> ember_data::RowError {
 }
 
 fn good_sharegpt_line(text: &str) -> String {
-    format!(r#"{{"conversations": [{{"from": "human", "value": "{text}"}}, {{"from": "gpt", "value": "ok"}}]}}"#)
+    format!(
+        r#"{{"conversations": [{{"from": "human", "value": "{text}"}}, {{"from": "gpt", "value": "ok"}}]}}"#
+    )
 }
 
 #[test]
 fn jsonl_syntax_error_names_the_line() {
-    let content = [good_sharegpt_line("a"), String::new(), r#"{"conversations": [ oops"#.into(), good_sharegpt_line("b")]
-        .join("\n");
+    let content = [
+        good_sharegpt_line("a"),
+        String::new(),
+        r#"{"conversations": [ oops"#.into(),
+        good_sharegpt_line("b"),
+    ]
+    .join("\n");
     let (dir, args) = dataset("x.jsonl", &content, SHAREGPT);
     let e = one_row_error(&args);
     assert_eq!(e.location, Location::Line(3)); // blank line 2 still counts for numbering
@@ -61,7 +80,10 @@ fn alpaca_missing_or_non_string_response_names_the_field() {
     let content = r#"[{"instruction": "a", "output": "b"}, {"instruction": "c"}]"#;
     let (_dir, args) = dataset("x.json", content, r#"{"file_name": "x.json"}"#);
     let e = one_row_error(&args);
-    assert_eq!((e.location, e.field.as_str()), (Location::Index(1), "output"));
+    assert_eq!(
+        (e.location, e.field.as_str()),
+        (Location::Index(1), "output")
+    );
 
     let content = r#"[{"instruction": "a", "output": 7}]"#;
     let (_dir, args) = dataset("x.json", content, r#"{"file_name": "x.json"}"#);
@@ -73,13 +95,18 @@ fn alpaca_missing_or_non_string_response_names_the_field() {
 #[test]
 fn alpaca_bad_history_names_the_turn() {
     let content = r#"[{"instruction": "a", "output": "b", "history": [["q", "r"], ["only one"]]}]"#;
-    let (_dir, args) = dataset("x.json", content, r#"{"file_name": "x.json", "columns": {"prompt": "instruction", "response": "output", "history": "history"}}"#);
+    let (_dir, args) = dataset(
+        "x.json",
+        content,
+        r#"{"file_name": "x.json", "columns": {"prompt": "instruction", "response": "output", "history": "history"}}"#,
+    );
     assert_eq!(one_row_error(&args).field, "history[1]");
 }
 
 #[test]
 fn sharegpt_wrong_role_order_names_the_message() {
-    let bad = r#"{"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}"#;
+    let bad =
+        r#"{"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}"#;
     let content = [good_sharegpt_line("x"), bad.into()].join("\n");
     let (_dir, args) = dataset("x.jsonl", &content, SHAREGPT);
     let e = one_row_error(&args);
@@ -104,7 +131,10 @@ fn sharegpt_odd_message_count_and_missing_content() {
     let parts = r#"{"conversations": [{"from": "human", "value": [{"type": "text", "value": "hi"}]}, {"from": "gpt", "value": "b"}]}"#;
     let (_dir, args) = dataset("x.jsonl", parts, SHAREGPT);
     let e = one_row_error(&args);
-    assert!(e.reason.contains("expected a string, found an array"), "{e}");
+    assert!(
+        e.reason.contains("expected a string, found an array"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -137,22 +167,42 @@ fn csv_empty_response_and_ragged_row_name_the_line() {
 #[test]
 fn file_level_errors() {
     let tok = small_tokenizer();
-    let (_dir, args) = dataset("x.json", r#"[{"instruction": "a", "output": "b"},"#, r#"{"file_name": "x.json"}"#);
-    assert!(matches!(load_sft(&args, &tok), Err(DataError::FileJson { .. })));
+    let (_dir, args) = dataset(
+        "x.json",
+        r#"[{"instruction": "a", "output": "b"},"#,
+        r#"{"file_name": "x.json"}"#,
+    );
+    assert!(matches!(
+        load_sft(&args, &tok),
+        Err(DataError::FileJson { .. })
+    ));
 
     let (_dir, args) = dataset("x.json", "[]", r#"{"file_name": "missing.json"}"#);
     assert!(matches!(load_sft(&args, &tok), Err(DataError::Io { .. })));
 
     let (_dir, args) = dataset("x.parquet", "", r#"{"file_name": "x.parquet"}"#);
-    assert!(matches!(load_sft(&args, &tok), Err(DataError::UnsupportedFile { .. })));
+    assert!(matches!(
+        load_sft(&args, &tok),
+        Err(DataError::UnsupportedFile { .. })
+    ));
 
     let (_dir, mut args) = dataset("x.json", "[]", r#"{"file_name": "x.json"}"#);
     args.dataset = vec!["nope".into()];
     let e = load_sft(&args, &tok).unwrap_err();
-    assert!(matches!(&e, DataError::UnknownDataset { name, .. } if name == "nope"), "{e}");
+    assert!(
+        matches!(&e, DataError::UnknownDataset { name, .. } if name == "nope"),
+        "{e}"
+    );
 
-    let (_dir, args) = dataset("x.json", "[]", r#"{"file_name": "x.json", "formatting": "weird"}"#);
-    assert!(matches!(load_sft(&args, &tok), Err(DataError::DatasetInfo(_))));
+    let (_dir, args) = dataset(
+        "x.json",
+        "[]",
+        r#"{"file_name": "x.json", "formatting": "weird"}"#,
+    );
+    assert!(matches!(
+        load_sft(&args, &tok),
+        Err(DataError::DatasetInfo(_))
+    ));
 
     let (_dir, args) = dataset("x.json", "[]", r#"{"file_name": "x.json"}"#);
     assert!(matches!(load_sft(&args, &tok), Err(DataError::Empty(_))));
@@ -164,7 +214,8 @@ fn skip_invalid_skips_and_reports() {
         good_sharegpt_line("a"),
         "{broken".into(),
         good_sharegpt_line("b"),
-        r#"{"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}"#.into(),
+        r#"{"conversations": [{"from": "gpt", "value": "x"}, {"from": "human", "value": "y"}]}"#
+            .into(),
         good_sharegpt_line("c"),
     ];
     let (_dir, mut args) = dataset("x.jsonl", &lines.join("\n"), SHAREGPT);
@@ -172,7 +223,10 @@ fn skip_invalid_skips_and_reports() {
     match load_sft(&args, &tok) {
         Err(DataError::InvalidRows { count, first }) => {
             assert_eq!(count, 2);
-            assert_eq!(first.iter().map(|e| e.location.clone()).collect::<Vec<_>>(), [Location::Line(2), Location::Line(4)]);
+            assert_eq!(
+                first.iter().map(|e| e.location.clone()).collect::<Vec<_>>(),
+                [Location::Line(2), Location::Line(4)]
+            );
         }
         other => panic!("expected InvalidRows, got {other:?}"),
     }
@@ -182,14 +236,24 @@ fn skip_invalid_skips_and_reports() {
     assert_eq!(data.stats.skipped, 2);
     assert_eq!(data.stats.skipped_examples.len(), 2);
     let table = data.stats.to_string();
-    assert!(table.contains("skipped 2 invalid row(s)") && table.contains("line 4"), "{table}");
+    assert!(
+        table.contains("skipped 2 invalid row(s)") && table.contains("line 4"),
+        "{table}"
+    );
 }
 
 #[test]
 fn missing_template_token_is_a_clear_error() {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data/tokenizer-small.json"));
-    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    json["added_tokens"].as_array_mut().unwrap().retain(|t| t["content"] != "<think>");
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/data/tokenizer-small.json"
+    ));
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|t| t["content"] != "<think>");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tok.json");
     std::fs::write(&p, json.to_string()).unwrap();
@@ -200,10 +264,16 @@ fn missing_template_token_is_a_clear_error() {
         ..DataArgs::default()
     };
     let e = load_sft(&args, &tok).unwrap_err();
-    assert!(matches!(&e, DataError::MissingSpecialToken { token, .. } if token == "<think>"), "{e}");
+    assert!(
+        matches!(&e, DataError::MissingSpecialToken { token, .. } if token == "<think>"),
+        "{e}"
+    );
     assert!(e.to_string().contains("qwen3 template"), "{e}");
     // qwen3_nothink does not need the think tokens.
-    let args = DataArgs { template: "qwen3_nothink".into(), ..args };
+    let args = DataArgs {
+        template: "qwen3_nothink".into(),
+        ..args
+    };
     assert!(load_sft(&args, &tok).is_ok());
 }
 
@@ -220,13 +290,39 @@ fn config_errors() {
 
     let tok = small_tokenizer();
     let fx = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data"));
-    let base = DataArgs { dataset_dir: fx, dataset: vec!["alpaca_mix".into()], ..DataArgs::default() };
-    let both = DataArgs { mask_history: true, train_on_prompt: true, ..base.clone() };
+    let base = DataArgs {
+        dataset_dir: fx,
+        dataset: vec!["alpaca_mix".into()],
+        ..DataArgs::default()
+    };
+    let both = DataArgs {
+        mask_history: true,
+        train_on_prompt: true,
+        ..base.clone()
+    };
     assert!(matches!(load_sft(&both, &tok), Err(DataError::Config(_))));
-    let too_many = DataArgs { train_samples: Some(1000), ..base.clone() };
-    assert!(matches!(load_sft(&too_many, &tok), Err(DataError::Config(_))));
-    let all_eval = DataArgs { val_size: 8.0, ..base.clone() };
-    assert!(matches!(load_sft(&all_eval, &tok), Err(DataError::Config(_))));
-    let template = DataArgs { template: "llama3".into(), ..base };
-    assert!(matches!(load_sft(&template, &tok), Err(DataError::UnknownTemplate(_))));
+    let too_many = DataArgs {
+        train_samples: Some(1000),
+        ..base.clone()
+    };
+    assert!(matches!(
+        load_sft(&too_many, &tok),
+        Err(DataError::Config(_))
+    ));
+    let all_eval = DataArgs {
+        val_size: 8.0,
+        ..base.clone()
+    };
+    assert!(matches!(
+        load_sft(&all_eval, &tok),
+        Err(DataError::Config(_))
+    ));
+    let template = DataArgs {
+        template: "llama3".into(),
+        ..base
+    };
+    assert!(matches!(
+        load_sft(&template, &tok),
+        Err(DataError::UnknownTemplate(_))
+    ));
 }

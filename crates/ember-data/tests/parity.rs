@@ -25,21 +25,36 @@ fn rows(v: &Value) -> Vec<(Vec<u32>, Vec<i32>)> {
         .unwrap()
         .iter()
         .map(|r| {
-            let ids = r["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-            let labels = r["labels"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap() as i32).collect();
+            let ids = r["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            let labels = r["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap() as i32)
+                .collect();
             (ids, labels)
         })
         .collect()
 }
 
 fn ours(examples: &[Example]) -> Vec<(Vec<u32>, Vec<i32>)> {
-    examples.iter().map(|e| (e.input_ids.clone(), e.labels.clone())).collect()
+    examples
+        .iter()
+        .map(|e| (e.input_ids.clone(), e.labels.clone()))
+        .collect()
 }
 
 /// Run every case of one tokenizer; report all mismatching cases at once.
 fn check_tokenizer(name: &str, tok_path: &Path) {
     let reference = read_json(&fixtures().join("reference.json"));
-    let cases = reference["tokenizers"][name].as_object().expect("tokenizer in reference.json");
+    let cases = reference["tokenizers"][name]
+        .as_object()
+        .expect("tokenizer in reference.json");
     let tok = Tokenizer::from_file(tok_path).unwrap();
     let mut failures = Vec::new();
     for (case, expected) in cases {
@@ -54,16 +69,27 @@ fn check_tokenizer(name: &str, tok_path: &Path) {
                 continue;
             }
         };
-        for (split, got, want) in [("train", &data.train, &expected["train"]), ("eval", &data.eval, &expected["eval"])] {
+        for (split, got, want) in [
+            ("train", &data.train, &expected["train"]),
+            ("eval", &data.eval, &expected["eval"]),
+        ] {
             let want = rows(want);
             let got = ours(got);
             if got.len() != want.len() {
-                failures.push(format!("{case}/{split}: {} examples, LLaMA-Factory has {}", got.len(), want.len()));
+                failures.push(format!(
+                    "{case}/{split}: {} examples, LLaMA-Factory has {}",
+                    got.len(),
+                    want.len()
+                ));
                 continue;
             }
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 if g.0 != w.0 {
-                    let at = g.0.iter().zip(&w.0).position(|(a, b)| a != b).unwrap_or(g.0.len().min(w.0.len()));
+                    let at =
+                        g.0.iter()
+                            .zip(&w.0)
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(g.0.len().min(w.0.len()));
                     failures.push(format!(
                         "{case}/{split}[{i}]: input_ids differ at {at} (lens {} vs {}):\n  ours {:?}\n  LF   {:?}",
                         g.0.len(),
@@ -78,7 +104,12 @@ fn check_tokenizer(name: &str, tok_path: &Path) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatch(es):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatch(es):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -90,7 +121,10 @@ fn small_tokenizer_matches_llamafactory() {
 fn qwen3_tokenizer_matches_llamafactory() {
     let path = shared().join("tokenizers/qwen3/tokenizer.json");
     if !path.exists() {
-        println!("skipped: {} not found (the Qwen3 tokenizer lives in ../shared)", path.display());
+        println!(
+            "skipped: {} not found (the Qwen3 tokenizer lives in ../shared)",
+            path.display()
+        );
         return;
     }
     check_tokenizer("qwen3", &path);
@@ -100,10 +134,70 @@ fn qwen3_tokenizer_matches_llamafactory() {
 fn permutations_match_numpy() {
     let reference = read_json(&fixtures().join("rng.json"));
     for case in reference["cases"].as_array().unwrap() {
-        let seed: Vec<u64> = case["seed"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let seed: Vec<u64> = case["seed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         let n = case["n"].as_u64().unwrap() as usize;
-        let want: Vec<usize> = case["perm"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let want: Vec<usize> = case["perm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
         let got = NumpyRng::from_entropy(&seed).permutation(n);
         assert_eq!(&got[..want.len()], &want[..], "seed {seed:?}, n {n}");
+    }
+}
+
+/// FNV-1a 64 of the export lines, as `digest` in make_data_reference.py.
+fn digest(examples: &[Example]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for ex in examples {
+        let line = ember_data::export_line(ex) + "\n";
+        for b in line.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// Whole real datasets from ../shared (LLaMA-Factory demo sets incl. tool calls, the Korean
+/// chatbot CSV) with the Qwen3 tokenizer: counts and digests of LLaMA-Factory's output.
+#[test]
+fn shared_datasets_match_llamafactory() {
+    let tok_path = shared().join("tokenizers/qwen3/tokenizer.json");
+    if !tok_path.exists() || !shared().join("data/sft").exists() {
+        println!("skipped: ../shared (Qwen3 tokenizer and data/sft) not found");
+        return;
+    }
+    let reference = read_json(&fixtures().join("reference.json"));
+    let cases = reference["shared"]
+        .as_object()
+        .expect("shared cases in reference.json");
+    let tok = Tokenizer::from_file(&tok_path).unwrap();
+    for (name, case) in cases {
+        let mut args: DataArgs = serde_json::from_value(case["args"].clone()).unwrap();
+        args.dataset_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .join(case["dataset_dir"].as_str().unwrap());
+        if !case["dataset_info"].is_null() {
+            args.dataset_info = serde_json::from_value(case["dataset_info"].clone()).unwrap();
+        }
+        let data = load_sft(&args, &tok).unwrap_or_else(|e| panic!("{name}: {e}"));
+        println!("{name}:\n{}", data.stats);
+        for (split, got) in [("train", &data.train), ("eval", &data.eval)] {
+            assert_eq!(
+                got.len() as u64,
+                case[format!("{split}_count")].as_u64().unwrap(),
+                "{name}/{split} count"
+            );
+            assert_eq!(
+                digest(got),
+                case[format!("{split}_digest")].as_str().unwrap(),
+                "{name}/{split} digest"
+            );
+        }
     }
 }
