@@ -1,14 +1,26 @@
 //! A linear layer with an optional LoRA adapter, computed as PEFT computes it:
 //! `y = x Wᵀ + b + scaling · B(A(dropout(x)))`.
+//!
+//! # Dropout and its mask
+//!
+//! Dropout acts on the adapter input only, and only while autodiff is enabled (training). The mask
+//! is drawn on the device by the backend's random generator, re-seeded with the layer's
+//! [`LoraLinear::dropout_seed`] right before the draw. The mask is therefore a function of
+//! `(backend, dropout_seed, input shape)`: running the layer again with the same seed (recomputing
+//! it in the backward pass, for instance) replays exactly the same mask. The caller owns the seeds:
+//! [`crate::set_dropout_seed`] gives every layer of a model a seed derived from one number, and a
+//! training loop must call it with a fresh number for every micro-batch (otherwise every step reuses
+//! the same masks). The backend generator is process-global, so two threads must not run dropout
+//! forwards on the same backend concurrently.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::{DType, Distribution, Tensor, backend::Backend};
 
 /// A linear layer in PyTorch's layout (`weight: [out, in]`) plus an optional adapter.
 ///
 /// The base weight and bias are frozen (no gradient, no optimizer state). The adapter factors keep
 /// PEFT's layouts, `lora_a: [r, in]` and `lora_b: [out, r]`, so saving and loading PEFT files needs no
-/// transposes.
+/// transposes. They are f32 whatever the base dtype; the adapter path casts at its boundary.
 #[derive(Module, Debug)]
 pub struct LoraLinear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
@@ -19,6 +31,10 @@ pub struct LoraLinear<B: Backend> {
     pub scaling: f64,
     /// Dropout probability on the adapter input, applied only while autodiff is active.
     pub dropout: f64,
+    /// Seeds the dropout mask (see the module documentation).
+    pub dropout_seed: u64,
+    /// The adapter has been added into `weight` ([`LoraLinear::merge`]); the forward skips it.
+    pub merged: bool,
 }
 
 impl<B: Backend> LoraLinear<B> {
@@ -31,6 +47,8 @@ impl<B: Backend> LoraLinear<B> {
             lora_b: None,
             scaling: 0.0,
             dropout: 0.0,
+            dropout_seed: 0,
+            merged: false,
         }
     }
 
@@ -45,6 +63,75 @@ impl<B: Backend> LoraLinear<B> {
         self.lora_a.as_ref().map(|a| a.shape().dims::<2>()[0])
     }
 
+    pub fn has_adapter(&self) -> bool {
+        self.lora_a.is_some() && self.lora_b.is_some()
+    }
+
+    /// Installs an adapter (`a: [r, in]`, `b: [out, r]`, stored as trainable f32 parameters),
+    /// replacing any previous one. The base weight must not hold a merged adapter.
+    ///
+    /// # Panics
+    /// If the shapes do not fit the base layer (callers check shapes of user data first).
+    pub fn set_adapter(&mut self, a: Tensor<B, 2>, b: Tensor<B, 2>, scaling: f64, dropout: f64) {
+        let (inp, out) = self.dims();
+        let [r, a_in] = a.dims();
+        let [b_out, rb] = b.dims();
+        assert!(
+            a_in == inp && b_out == out && rb == r,
+            "adapter shapes A {:?} / B {:?} do not fit a {inp} -> {out} layer",
+            a.dims(),
+            b.dims()
+        );
+        assert!(!self.merged, "set_adapter on a layer with a merged adapter; unmerge first");
+        self.lora_a = Some(Param::from_tensor(a.cast(DType::F32).detach()));
+        self.lora_b = Some(Param::from_tensor(b.cast(DType::F32).detach()));
+        self.scaling = scaling;
+        self.dropout = dropout;
+    }
+
+    /// Drops the adapter (after unmerging it if it was merged).
+    pub fn remove_adapter(&mut self) {
+        self.unmerge();
+        self.lora_a = None;
+        self.lora_b = None;
+        self.scaling = 0.0;
+        self.dropout = 0.0;
+    }
+
+    /// `scaling · B A`, `[out, in]`, in f32 and detached from any autodiff graph.
+    pub fn delta_weight(&self) -> Option<Tensor<B, 2>> {
+        let (a, b) = (self.lora_a.as_ref()?, self.lora_b.as_ref()?);
+        let a = a.val().detach().cast(DType::F32);
+        let b = b.val().detach().cast(DType::F32);
+        Some(b.matmul(a) * self.scaling)
+    }
+
+    fn add_to_weight(&mut self, sign: f64) {
+        let Some(delta) = self.delta_weight() else { return };
+        let w = self.weight.val().detach();
+        let dtype = w.dtype();
+        let merged = (w.cast(DType::F32) + delta * sign).cast(dtype);
+        self.weight = Param::initialized(self.weight.id, merged).set_require_grad(false);
+    }
+
+    /// Adds the adapter into the base weight (math in f32, result in the base dtype); the forward
+    /// then skips the adapter path. No effect without an adapter or when already merged.
+    pub fn merge(&mut self) {
+        if !self.merged && self.has_adapter() {
+            self.add_to_weight(1.0);
+            self.merged = true;
+        }
+    }
+
+    /// Subtracts a merged adapter from the base weight again (exact in f32 up to rounding; a bf16
+    /// base loses what bf16 cannot hold, as in PEFT).
+    pub fn unmerge(&mut self) {
+        if self.merged {
+            self.add_to_weight(-1.0);
+            self.merged = false;
+        }
+    }
+
     /// Applies the layer to the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dims = x.dims();
@@ -55,12 +142,14 @@ impl<B: Backend> LoraLinear<B> {
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze_dim(0);
         }
-        if let (Some(a), Some(b)) = (&self.lora_a, &self.lora_b) {
+        if let (Some(a), Some(b), false) = (&self.lora_a, &self.lora_b, self.merged) {
             // Adapters stay f32 while the base may be bf16: cast at the boundary.
             let dtype = y.dtype();
             let mut h = x2.cast(a.val().dtype());
-            if self.dropout > 0.0 && B::ad_enabled(&h.device()) {
+            let device = h.device();
+            if self.dropout > 0.0 && B::ad_enabled(&device) {
                 let keep = 1.0 - self.dropout;
+                B::seed(&device, self.dropout_seed);
                 let mask = h.random_like(Distribution::Bernoulli(keep));
                 h = h * mask / keep;
             }

@@ -1,0 +1,221 @@
+//! [`LoraModel`]: what a model exposes so that this crate can add, save, load and merge adapters
+//! without knowing the model. A model implements it by listing its [`LoraLinear`] layers under
+//! their Hugging Face module paths (`model.layers.0.self_attn.q_proj`); everything else here is
+//! generic over it.
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use rand::{Rng, SeedableRng};
+
+use crate::config::{InitLoraWeights, LoraConfig};
+use crate::targets::TargetSelector;
+use crate::{LoraError, LoraLinear};
+
+/// A model whose linear layers can carry LoRA adapters.
+pub trait LoraModel<B: Backend>: Module<B> {
+    /// Every [`LoraLinear`] of the model with its HF module path, in a stable order.
+    fn lora_linears(&self) -> Vec<(String, &LoraLinear<B>)>;
+
+    /// The same layers, mutably, in the same order.
+    fn lora_linears_mut(&mut self) -> Vec<(String, &mut LoraLinear<B>)>;
+
+    /// Module names that `lora_target = "all"` leaves out: the output layer (`lm_head` in HF causal
+    /// language models, as LLaMA-Factory's `find_all_linear_modules` and PEFT's `all-linear`).
+    fn output_layers(&self) -> Vec<String> {
+        vec!["lm_head".to_string()]
+    }
+
+    /// The shapes the parameter report needs, read from the model.
+    fn shape(&self) -> ModelShape {
+        let linears = self.lora_linears();
+        let adapter_params: usize = linears.iter().map(|(_, l)| adapter_params(l)).sum();
+        ModelShape {
+            linears: linears
+                .iter()
+                .map(|(path, l)| {
+                    let (in_features, out_features) = l.dims();
+                    LinearShape {
+                        path: path.clone(),
+                        in_features,
+                        out_features,
+                    }
+                })
+                .collect(),
+            base_params: (self.num_params() - adapter_params) as u64,
+            output_layers: self.output_layers(),
+        }
+    }
+}
+
+fn adapter_params<B: Backend>(l: &LoraLinear<B>) -> usize {
+    let n = |p: &Option<burn::module::Param<Tensor<B, 2>>>| p.as_ref().map_or(0, |p| p.shape().num_elements());
+    n(&l.lora_a) + n(&l.lora_b)
+}
+
+/// One adaptable linear layer: its HF module path and features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearShape {
+    pub path: String,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+/// What the trainable-parameter report needs, without any weights: a model can compute it from its
+/// config alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelShape {
+    pub linears: Vec<LinearShape>,
+    /// All parameters of the base model, tied ones counted once (as `named_parameters()`).
+    pub base_params: u64,
+    /// See [`LoraModel::output_layers`].
+    pub output_layers: Vec<String>,
+}
+
+impl ModelShape {
+    /// The paths of the linear layers `selector` adapts; an error when there are none.
+    pub fn select(&self, selector: &TargetSelector) -> Result<Vec<&LinearShape>, LoraError> {
+        let chosen: Vec<&LinearShape> = self
+            .linears
+            .iter()
+            .filter(|l| selector.selects(&l.path, &self.output_layers))
+            .collect();
+        if chosen.is_empty() {
+            let mut leaves: Vec<&str> = self
+                .linears
+                .iter()
+                .map(|l| l.path.rsplit('.').next().unwrap_or(&l.path))
+                .collect();
+            leaves.sort();
+            leaves.dedup();
+            return Err(LoraError::NoTargets {
+                targets: selector.targets().describe(),
+                available: leaves.join(", "),
+            });
+        }
+        Ok(chosen)
+    }
+}
+
+/// FNV-1a: a stable per-name hash (std's hasher is randomised per process).
+pub(crate) fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// SplitMix64's finaliser: decorrelates seeds that differ in few bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The seed of the layer at `path` for a run-wide `seed`.
+pub fn layer_seed(seed: u64, path: &str) -> u64 {
+    mix(seed ^ mix(name_hash(path)))
+}
+
+/// `n` draws of U(-bound, bound) in f32.
+fn uniform(rng: &mut impl Rng, n: usize, bound: f64) -> Vec<f32> {
+    (0..n).map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32).collect()
+}
+
+/// `n` draws of N(0, std²) in f32 (Box-Muller in f64).
+fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n + 1);
+    while v.len() < n {
+        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        v.push((r * t.cos() * std) as f32);
+        v.push((r * t.sin() * std) as f32);
+    }
+    v.truncate(n);
+    v
+}
+
+/// The initial `(A [r, in], B [out, r])` of one layer, drawn on the host so that every backend gets the
+/// same values for the same `(seed, path)`.
+pub fn initial_factors(
+    init: &InitLoraWeights,
+    r: usize,
+    in_features: usize,
+    out_features: usize,
+    seed: u64,
+    path: &str,
+) -> (TensorData, TensorData) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(layer_seed(seed, path));
+    let a_bound = 1.0 / (in_features as f64).sqrt();
+    let a = match init {
+        InitLoraWeights::Gaussian => normal(&mut rng, r * in_features, 1.0 / r as f64),
+        _ => uniform(&mut rng, r * in_features, a_bound),
+    };
+    let b = match init {
+        InitLoraWeights::Random => uniform(&mut rng, out_features * r, 1.0 / (r as f64).sqrt()),
+        _ => vec![0.0; out_features * r],
+    };
+    (
+        TensorData::new(a, [r, in_features]),
+        TensorData::new(b, [out_features, r]),
+    )
+}
+
+/// Adds a freshly initialised adapter to every linear layer `cfg` targets (replacing adapters already
+/// there; other layers lose theirs) and returns the adapted paths. The initialisation is seeded and
+/// the same on every backend. Only the adapter factors are trainable afterwards.
+pub fn apply_lora<B: Backend, M: LoraModel<B>>(
+    model: &mut M,
+    cfg: &LoraConfig,
+    seed: u64,
+) -> Result<Vec<String>, LoraError> {
+    cfg.validate()?;
+    let selector = cfg.selector()?;
+    let shape = model.shape();
+    let chosen: Vec<String> = shape.select(&selector)?.into_iter().map(|l| l.path.clone()).collect();
+    let r = cfg.lora_rank;
+    for (path, layer) in model.lora_linears_mut() {
+        layer.remove_adapter();
+        if !chosen.contains(&path) {
+            continue;
+        }
+        let (inp, out) = layer.dims();
+        let (a, b) = initial_factors(&cfg.init_lora_weights, r, inp, out, seed, &path);
+        let device = layer.weight.device();
+        layer.set_adapter(
+            Tensor::from_data(a, &device),
+            Tensor::from_data(b, &device),
+            cfg.scaling(),
+            cfg.lora_dropout,
+        );
+        layer.dropout_seed = layer_seed(seed, &path);
+    }
+    Ok(chosen)
+}
+
+/// The paths of the layers that carry an adapter.
+pub fn adapted_modules<B: Backend, M: LoraModel<B>>(model: &M) -> Vec<String> {
+    model
+        .lora_linears()
+        .into_iter()
+        .filter(|(_, l)| l.has_adapter())
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Gives every layer the dropout seed `layer_seed(seed, path)`. Call it before each training forward
+/// with a new `seed` (e.g. derived from the run seed and the micro-batch number); calling it again with
+/// the same `seed` replays the same masks. See [`crate::linear`] for how masks are drawn.
+pub fn set_dropout_seed<B: Backend, M: LoraModel<B>>(model: &mut M, seed: u64) {
+    for (path, layer) in model.lora_linears_mut() {
+        layer.dropout_seed = layer_seed(seed, &path);
+    }
+}
+
+/// Removes every adapter (unmerging merged ones first).
+pub fn remove_adapters<B: Backend, M: LoraModel<B>>(model: &mut M) {
+    for (_, layer) in model.lora_linears_mut() {
+        layer.remove_adapter();
+    }
+}

@@ -1,0 +1,493 @@
+//! The PEFT adapter format: a directory with `adapter_model.safetensors` (keys
+//! `base_model.model.<module path>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]`, f32) and
+//! `adapter_config.json` (a dump of PEFT's `LoraConfig`). What ember saves PEFT, vLLM and
+//! LLaMA-Factory load, and adapters they wrote load here; anything that does not fit the model is an
+//! error naming the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, backend::Backend};
+use serde_json::{Map, Value, json};
+
+use crate::config::{InitLoraWeights, LoraConfig, scaling};
+use crate::error::io_err;
+use crate::model::{LoraModel, adapted_modules};
+use crate::st::{self, MappedFile, OwnedTensor};
+use crate::targets::{TargetModules, TargetSelector};
+use crate::LoraError;
+
+/// File names PEFT uses (`peft/utils/constants.py`).
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// The prefix of every key: `PeftModel.base_model` (`LoraModel`) `.model` (the HF model).
+pub const KEY_PREFIX: &str = "base_model.model.";
+
+/// The key of factor `A` or `B` of the module at `path`.
+pub fn adapter_key(path: &str, factor: char) -> String {
+    format!("{KEY_PREFIX}{path}.lora_{factor}.weight")
+}
+
+/// The fields of PEFT's `adapter_config.json` that decide what the adapter computes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterConfig {
+    pub r: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub use_rslora: bool,
+    pub target_modules: TargetModules,
+    pub exclude_modules: Option<TargetModules>,
+    pub layers_to_transform: Option<Vec<usize>>,
+    pub layers_pattern: Option<Vec<String>>,
+    pub init_lora_weights: InitLoraWeights,
+    pub base_model_name_or_path: Option<String>,
+    pub task_type: Option<String>,
+}
+
+/// Settings PEFT supports and ember does not: present with a non-empty value, they are an error.
+const UNSUPPORTED_WHEN_SET: &[&str] = &[
+    "use_dora",
+    "fan_in_fan_out",
+    "lora_bias",
+    "modules_to_save",
+    "rank_pattern",
+    "alpha_pattern",
+    "layer_replication",
+    "target_parameters",
+    "trainable_token_indices",
+    "use_qalora",
+    "alora_invocation_tokens",
+    "use_bdlora",
+    "arrow_config",
+];
+
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Number(_) => false,
+        Value::Bool(true) => false,
+    }
+}
+
+impl AdapterConfig {
+    /// The PEFT view of ember's settings. With `lora_target = "all"`, `target_modules` lists the
+    /// names of the `adapted` modules (as LLaMA-Factory writes them).
+    pub fn from_lora_config(cfg: &LoraConfig, adapted: &[String], base_model_name_or_path: Option<&str>) -> Self {
+        let target_modules = match &cfg.lora_target {
+            TargetModules::AllLinear => {
+                let names: BTreeSet<String> = adapted
+                    .iter()
+                    .map(|p| p.rsplit('.').next().unwrap_or(p).to_string())
+                    .collect();
+                TargetModules::Names(names.into_iter().collect())
+            }
+            other => other.clone(),
+        };
+        Self {
+            r: cfg.lora_rank,
+            lora_alpha: cfg.alpha(),
+            lora_dropout: cfg.lora_dropout,
+            use_rslora: cfg.use_rslora,
+            target_modules,
+            exclude_modules: None,
+            layers_to_transform: cfg.layers_to_transform.clone(),
+            layers_pattern: None,
+            init_lora_weights: cfg.init_lora_weights.clone(),
+            base_model_name_or_path: base_model_name_or_path.map(str::to_string),
+            task_type: Some("CAUSAL_LM".into()),
+        }
+    }
+
+    /// `lora_alpha / r` or `lora_alpha / sqrt(r)`.
+    pub fn scaling(&self) -> f64 {
+        scaling(self.lora_alpha, self.r, self.use_rslora)
+    }
+
+    pub fn selector(&self) -> Result<TargetSelector, String> {
+        TargetSelector::new(
+            self.target_modules.clone(),
+            self.exclude_modules.clone(),
+            self.layers_to_transform.clone(),
+            self.layers_pattern.clone(),
+        )
+    }
+
+    /// The complete `adapter_config.json` PEFT 0.21 writes, with these settings.
+    pub fn to_json(&self) -> Value {
+        let targets = |t: &TargetModules| match t {
+            TargetModules::Names(n) => json!(n),
+            TargetModules::Regex(r) => json!(r),
+            TargetModules::AllLinear => json!("all-linear"),
+        };
+        // PEFT writes integral alphas as ints.
+        let alpha = if self.lora_alpha.fract() == 0.0 && self.lora_alpha.abs() < 1e15 {
+            json!(self.lora_alpha as i64)
+        } else {
+            json!(self.lora_alpha)
+        };
+        json!({
+            "alora_invocation_tokens": null,
+            "alpha_pattern": {},
+            "arrow_config": null,
+            "auto_mapping": null,
+            "base_model_name_or_path": self.base_model_name_or_path,
+            "bias": "none",
+            "corda_config": null,
+            "ensure_weight_tying": false,
+            "eva_config": null,
+            "exclude_modules": self.exclude_modules.as_ref().map(targets),
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_lora_weights": self.init_lora_weights.as_json(),
+            "layer_replication": null,
+            "layers_pattern": self.layers_pattern,
+            "layers_to_transform": self.layers_to_transform,
+            "loftq_config": {},
+            "lora_alpha": alpha,
+            "lora_bias": false,
+            "lora_dropout": self.lora_dropout,
+            "megatron_config": null,
+            "megatron_core": "megatron.core",
+            "modules_to_save": null,
+            "peft_type": "LORA",
+            "qalora_group_size": 16,
+            "r": self.r,
+            "rank_pattern": {},
+            "revision": null,
+            "target_modules": targets(&self.target_modules),
+            "target_parameters": null,
+            "task_type": self.task_type,
+            "trainable_token_indices": null,
+            "use_dora": false,
+            "use_qalora": false,
+            "use_rslora": self.use_rslora,
+        })
+    }
+
+    /// Reads the fields ember uses from an `adapter_config.json` of any PEFT version; settings ember
+    /// does not implement are an error naming the field. `path` is for messages.
+    pub fn from_json(v: &Value, path: &Path) -> Result<Self, LoraError> {
+        let bad = |reason: String| LoraError::AdapterConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let unsupported = |field: &str, value: &Value, hint: Option<&str>| LoraError::Unsupported {
+            context: path.display().to_string(),
+            field: field.to_string(),
+            value: value.to_string(),
+            hint: hint.map(str::to_string),
+        };
+        let obj: &Map<String, Value> = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
+        match get("peft_type").and_then(Value::as_str) {
+            Some("LORA") => {}
+            Some(_) => {
+                return Err(unsupported("peft_type", &obj["peft_type"], Some("only LORA adapters")));
+            }
+            None => return Err(bad("`peft_type` is missing".into())),
+        }
+        for field in UNSUPPORTED_WHEN_SET {
+            if let Some(v) = obj.get(*field).filter(|v| !is_unset(v)) {
+                return Err(unsupported(field, v, None));
+            }
+        }
+        if let Some(b) = get("bias").filter(|b| b.as_str() != Some("none")) {
+            return Err(unsupported("bias", b, Some("only \"none\" is implemented")));
+        }
+        let number = |k: &str, default: f64| -> Result<f64, LoraError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v.as_f64().ok_or_else(|| bad(format!("`{k}` is not a number: {v}"))),
+            }
+        };
+        let r = match get("r") {
+            None => 8,
+            Some(v) => v
+                .as_u64()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| bad(format!("`r` must be a positive integer, found {v}")))? as usize,
+        };
+        let targets = |k: &str| -> Result<Option<TargetModules>, LoraError> {
+            match get(k) {
+                None => Ok(None),
+                Some(Value::String(s)) if s == "all-linear" => Ok(Some(TargetModules::AllLinear)),
+                Some(Value::String(s)) => Ok(Some(TargetModules::Regex(s.clone()))),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(format!("`{k}` holds a non-string: {x}"))))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|n| Some(TargetModules::Names(n))),
+                Some(v) => Err(bad(format!("`{k}` must be a list or a string, found {v}"))),
+            }
+        };
+        let target_modules = targets("target_modules")?.ok_or_else(|| {
+            bad("`target_modules` is missing (PEFT's per-architecture defaults are not supported)".into())
+        })?;
+        let layers_to_transform = match get("layers_to_transform") {
+            None => None,
+            Some(Value::Number(n)) => Some(vec![n.as_u64().ok_or_else(|| bad(format!("`layers_to_transform`: {n}")))? as usize]),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|x| x.as_u64().map(|i| i as usize).ok_or_else(|| bad(format!("`layers_to_transform` holds {x}"))))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(v) => return Err(bad(format!("`layers_to_transform` must be an int or a list, found {v}"))),
+        };
+        let layers_pattern = match get("layers_pattern") {
+            None => None,
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(format!("`layers_pattern` holds {x}"))))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(v) => return Err(bad(format!("`layers_pattern` must be a string or a list, found {v}"))),
+        };
+        let cfg = Self {
+            r,
+            lora_alpha: number("lora_alpha", 8.0)?,
+            lora_dropout: number("lora_dropout", 0.0)?,
+            use_rslora: get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+            target_modules,
+            exclude_modules: targets("exclude_modules")?,
+            layers_to_transform,
+            layers_pattern,
+            init_lora_weights: get("init_lora_weights").map(InitLoraWeights::from_json).unwrap_or_default(),
+            base_model_name_or_path: get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
+            task_type: get("task_type").and_then(Value::as_str).map(str::to_string),
+        };
+        if !(0.0..1.0).contains(&cfg.lora_dropout) {
+            return Err(bad(format!("`lora_dropout` = {} must be in [0, 1)", cfg.lora_dropout)));
+        }
+        cfg.selector().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Reads `dir/adapter_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self, LoraError> {
+        let path = dir.join(ADAPTER_CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| LoraError::AdapterConfig {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(&v, &path)
+    }
+}
+
+fn check_adapter_dir(dir: &Path) -> Result<(), LoraError> {
+    let not = |reason: String| LoraError::NotAnAdapterDir {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    if !dir.is_dir() {
+        return Err(not("no such directory".into()));
+    }
+    if !dir.join(ADAPTER_CONFIG).is_file() {
+        return Err(not(format!("{ADAPTER_CONFIG} not found")));
+    }
+    if !dir.join(ADAPTER_WEIGHTS).is_file() {
+        let legacy = if dir.join("adapter_model.bin").is_file() {
+            " (only the legacy adapter_model.bin is there; resave it with safetensors)"
+        } else {
+            ""
+        };
+        return Err(not(format!("{ADAPTER_WEIGHTS} not found{legacy}")));
+    }
+    Ok(())
+}
+
+/// Which modules `cfg` adapts in `model`, with their `(in, out)` features.
+fn targeted<B: Backend, M: LoraModel<B>>(
+    model: &M,
+    cfg: &AdapterConfig,
+    config_path: &Path,
+) -> Result<BTreeMap<String, (usize, usize)>, LoraError> {
+    let selector = cfg.selector().map_err(|reason| LoraError::AdapterConfig {
+        path: config_path.to_path_buf(),
+        reason,
+    })?;
+    let outputs = model.output_layers();
+    Ok(model
+        .lora_linears()
+        .into_iter()
+        .filter(|(p, _)| selector.selects(p, &outputs))
+        .map(|(p, l)| (p, l.dims()))
+        .collect())
+}
+
+/// Writes the model's adapters in PEFT's format to `dir` (created if needed). `cfg` must describe
+/// them (rank, targets and scaling are checked), so that PEFT rebuilds the same model.
+pub fn save_peft<B: Backend, M: LoraModel<B>>(model: &M, cfg: &AdapterConfig, dir: &Path) -> Result<(), LoraError> {
+    let adapted = adapted_modules(model);
+    if adapted.is_empty() {
+        return Err(LoraError::NoAdapters);
+    }
+    let config_path = dir.join(ADAPTER_CONFIG);
+    let wanted = targeted(model, cfg, &config_path)?;
+    let mismatch = |reason: String| LoraError::InvalidConfig {
+        field: "adapter config".into(),
+        reason,
+    };
+    let have: BTreeSet<&String> = adapted.iter().collect();
+    let want: BTreeSet<&String> = wanted.keys().collect();
+    if have != want {
+        let extra: Vec<_> = have.difference(&want).collect();
+        let missing: Vec<_> = want.difference(&have).collect();
+        return Err(mismatch(format!(
+            "its targets do not match the model's adapters (adapted but not targeted: {extra:?}; targeted but not adapted: {missing:?})"
+        )));
+    }
+    let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
+    for (path, layer) in model.lora_linears() {
+        let (Some(a), Some(b)) = (&layer.lora_a, &layer.lora_b) else { continue };
+        if layer.rank() != Some(cfg.r) {
+            return Err(mismatch(format!("{path} has rank {:?}, the config says r = {}", layer.rank(), cfg.r)));
+        }
+        if (layer.scaling - cfg.scaling()).abs() > 1e-9 * cfg.scaling().abs() {
+            return Err(mismatch(format!(
+                "{path} has scaling {}, the config gives {}",
+                layer.scaling,
+                cfg.scaling()
+            )));
+        }
+        for (factor, p) in [('A', a), ('B', b)] {
+            let data = p.val().detach().cast(burn::tensor::DType::F32).into_data();
+            let t = OwnedTensor::from_data(data).ok_or_else(|| mismatch("adapter is not f32".into()))?;
+            tensors.push((adapter_key(&path, factor), t));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    tensors.sort_by(|x, y| x.0.cmp(&y.0));
+    st::write(tensors.iter().map(|(k, t)| (k.clone(), t)), st::pt_metadata(), &dir.join(ADAPTER_WEIGHTS))?;
+    let text = serde_json::to_string_pretty(&cfg.to_json()).map_err(|e| mismatch(e.to_string()))?;
+    std::fs::write(&config_path, text + "\n").map_err(io_err(&config_path))?;
+    Ok(())
+}
+
+/// The factors of one module read from an adapter file, checked against the model.
+struct Factors {
+    a: burn::tensor::TensorData,
+    b: burn::tensor::TensorData,
+}
+
+/// Reads a PEFT adapter directory and checks it against `model` without changing the model.
+fn read_checked<B: Backend, M: LoraModel<B>>(
+    model: &M,
+    dir: &Path,
+) -> Result<(AdapterConfig, BTreeMap<String, Factors>), LoraError> {
+    check_adapter_dir(dir)?;
+    let cfg = AdapterConfig::from_dir(dir)?;
+    let weights_path: PathBuf = dir.join(ADAPTER_WEIGHTS);
+    let file = MappedFile::open(&weights_path)?;
+    let wanted = targeted(model, &cfg, &dir.join(ADAPTER_CONFIG))?;
+    let all_linears: BTreeMap<String, (usize, usize)> =
+        model.lora_linears().into_iter().map(|(p, l)| (p, l.dims())).collect();
+    let unexpected = |key: &str, reason: String| LoraError::UnexpectedKey {
+        path: weights_path.clone(),
+        key: key.to_string(),
+        reason,
+    };
+
+    let st = file.tensors()?;
+    let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    keys.sort();
+    let mut found: BTreeMap<String, (Option<burn::tensor::TensorData>, Option<burn::tensor::TensorData>)> =
+        BTreeMap::new();
+    for key in &keys {
+        let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
+            return Err(unexpected(key, format!("PEFT adapter keys start with `{KEY_PREFIX}`")));
+        };
+        let (module, factor) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+            (m, 'A')
+        } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
+            (m, 'B')
+        } else {
+            return Err(unexpected(
+                key,
+                "not a LoRA factor (`.lora_A.weight` / `.lora_B.weight`); DoRA, LoRA biases, embeddings and modules_to_save are not supported".into(),
+            ));
+        };
+        let Some(&(inp, out)) = all_linears.get(module) else {
+            return Err(unexpected(key, format!("the base model has no linear layer `{module}` (an adapter for another base model?)")));
+        };
+        if !wanted.contains_key(module) {
+            return Err(unexpected(
+                key,
+                format!("`{module}` is not a target of {ADAPTER_CONFIG} (target_modules {})", cfg.target_modules.describe()),
+            ));
+        }
+        let data = st::read_f32(&file, key)?;
+        let shape = data.shape.to_vec();
+        let (expected, rank_dim) = match factor {
+            'A' => (vec![cfg.r, inp], 0),
+            _ => (vec![out, cfg.r], 1),
+        };
+        if shape.len() == 2 && shape[rank_dim] != cfg.r && shape[1 - rank_dim] == expected[1 - rank_dim] {
+            return Err(LoraError::RankMismatch {
+                path: weights_path.clone(),
+                key: key.clone(),
+                expected: cfg.r,
+                found: shape[rank_dim],
+            });
+        }
+        if shape != expected {
+            return Err(LoraError::ShapeMismatch {
+                path: weights_path.clone(),
+                key: key.clone(),
+                expected,
+                found: shape,
+            });
+        }
+        let slot = found.entry(module.to_string()).or_default();
+        match factor {
+            'A' => slot.0 = Some(data),
+            _ => slot.1 = Some(data),
+        }
+    }
+    let mut factors = BTreeMap::new();
+    for module in wanted.keys() {
+        let missing = |factor: char, reason: &str| LoraError::MissingKey {
+            path: weights_path.clone(),
+            key: adapter_key(module, factor),
+            reason: reason.to_string(),
+        };
+        match found.remove(module) {
+            Some((Some(a), Some(b))) => {
+                factors.insert(module.clone(), Factors { a, b });
+            }
+            Some((None, _)) => return Err(missing('A', "lora_B is there but lora_A is not")),
+            Some((_, None)) => return Err(missing('B', "lora_A is there but lora_B is not")),
+            None => {
+                return Err(missing(
+                    'A',
+                    &format!("{ADAPTER_CONFIG} targets this module (target_modules {})", cfg.target_modules.describe()),
+                ));
+            }
+        }
+    }
+    Ok((cfg, factors))
+}
+
+/// Loads a PEFT adapter directory into `model`: the targeted layers get its factors (f32) and scaling,
+/// every other layer loses its adapter. Nothing changes when the adapter does not fit the model.
+pub fn load_peft<B: Backend, M: LoraModel<B>>(model: &mut M, dir: &Path) -> Result<AdapterConfig, LoraError> {
+    let (cfg, mut factors) = read_checked(model, dir)?;
+    let scaling = cfg.scaling();
+    for (path, layer) in model.lora_linears_mut() {
+        layer.remove_adapter();
+        if let Some(f) = factors.remove(&path) {
+            let device = layer.weight.device();
+            layer.set_adapter(
+                Tensor::from_data(f.a, &device),
+                Tensor::from_data(f.b, &device),
+                scaling,
+                cfg.lora_dropout,
+            );
+        }
+    }
+    Ok(cfg)
+}
