@@ -23,7 +23,15 @@
 //! let lr = sched.lr(); // 0 on the first step under warm-up, as HF
 //! module = opt.step(lr, module, grads);
 //! sched.step();
+//! // checkpoint, and resume in a new process (state is keyed by parameter path):
+//! opt.save(dir)?;
+//! sched.save(dir)?;
+//! opt.load(dir, &module)?;
+//! let sched = LrScheduler::load(dir)?;
 //! ```
+//!
+//! burn-optim's `AdamW` is not reused: it rounds its scalars to f32 (an order of magnitude further
+//! from torch on the fixtures), keys state by `ParamId` and has no no-decay group.
 //!
 //! This crate never depends on the model crates: it sees modules only through Burn's visitor.
 

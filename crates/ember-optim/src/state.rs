@@ -1,8 +1,8 @@
 //! Saving and loading optimizer and scheduler state, so a resumed run continues bit for bit.
 //!
 //! A checkpoint directory holds `optimizer.safetensors` (f32 moments named `<path>.exp_avg` and
-//! `<path>.exp_avg_sq`), `optimizer.json` (config, per-parameter step counts and the trainable
-//! parameter set) and `scheduler.json`. Names are parameter paths, so state survives new processes.
+//! `<path>.exp_avg_sq`), `optimizer.json` (format tag, config and per-parameter step counts) and
+//! `scheduler.json`. Names are parameter paths, so state survives new processes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -44,6 +44,8 @@ impl<B: AutodiffBackend> AdamW<B> {
         let mut steps = BTreeMap::new();
         for (path, s) in &self.state {
             for (kind, t) in [(EXP_AVG, &s.exp_avg), (EXP_AVG_SQ, &s.exp_avg_sq)] {
+                // The stored primitive is rank-erased; the rank-1 wrapper only carries it to
+                // `shape()`/`into_data()`, which read the primitive's own shape.
                 let t = Tensor::<B::InnerBackend, 1>::from_primitive(t.clone());
                 let shape = t.shape().to_vec();
                 let values = t.cast(FloatDType::F32).into_data();
