@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use burn::module::{Module, Param};
+use burn::module::{AutodiffModule, Module, Param};
 use burn::tensor::{DType, Distribution, ElementConversion, Tensor, TensorData, backend::Backend};
 use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_key};
@@ -460,9 +460,10 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
             assert!(model.lora_linears().iter().all(|(_, l)| !l.has_adapter()), "{name}: a failed load changed the model");
             e
         };
-        let set_config = |key: &'static str, v: serde_json::Value| {
+        let json_ref = &json;
+        let set_config = move |key: &'static str, v: serde_json::Value| {
             move |d: &Path| {
-                let mut j = json.clone();
+                let mut j = json_ref.clone();
                 j[key] = v.clone();
                 std::fs::write(d.join(ADAPTER_CONFIG), j.to_string()).expect("write");
             }
@@ -487,8 +488,15 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
         assert!(e.contains(&adapter_key("lm_head", 'A')) && e.contains("not a target"), "{e}");
         let e = broken("more-targets", &set_config("target_modules", serde_json::json!(["up", "down", "lm_head"])));
         assert!(e.contains(&adapter_key("layers.0.down", 'A')) && e.contains("missing"), "{e}");
-        let e = broken("layers", &set_config("layers_to_transform", serde_json::json!([0])));
-        assert!(e.contains(&adapter_key("layers.1.up", 'A')), "{e}");
+        // PEFT reads the layer index after `layers_pattern` (by default only from the third path
+        // component on, so these short toy paths need the pattern).
+        let e = broken("layers", &|d: &Path| {
+            let mut j = json_ref.clone();
+            j["layers_to_transform"] = serde_json::json!([0]);
+            j["layers_pattern"] = "layers".into();
+            std::fs::write(d.join(ADAPTER_CONFIG), j.to_string()).expect("write");
+        });
+        assert!(e.contains(&adapter_key("layers.1.up", 'A')) && e.contains("not a target"), "{e}");
         let rewrite = |edit: fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)| {
             move |d: &Path| {
                 let bytes = std::fs::read(d.join(ADAPTER_WEIGHTS)).expect("read");
