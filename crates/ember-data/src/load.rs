@@ -23,6 +23,9 @@ use crate::stats::{DataStats, SftStats};
 use crate::template::{Template, TemplateOptions};
 use crate::tokenizer::Tokenizer;
 
+/// Rows tagged with the index of their dataset in the resolved list.
+type TaggedRows = Vec<(usize, Row)>;
+
 /// How many invalid rows an error or report lists.
 const SHOW_ERRORS: usize = 5;
 
@@ -120,10 +123,7 @@ pub fn build_template(args: &DataArgs, tok: &Tokenizer) -> Result<Template> {
 }
 
 /// Rows of the named datasets, each tagged with the index of its dataset.
-fn read_datasets(
-    args: &DataArgs,
-    names: &[String],
-) -> Result<(Vec<DatasetAttr>, Vec<(usize, Row)>)> {
+fn read_datasets(args: &DataArgs, names: &[String]) -> Result<(Vec<DatasetAttr>, TaggedRows)> {
     let attrs = resolve_datasets(names, &args.dataset_dir, &args.dataset_info)?;
     let mut all = Vec::new();
     for (ai, attr) in attrs.iter().enumerate() {
@@ -185,11 +185,7 @@ pub fn split_indices(n: usize, val: ValSize, seed: u64) -> Result<(Vec<usize>, V
     Ok((train, perm))
 }
 
-fn split_rows(
-    rows: Vec<(usize, Row)>,
-    val: ValSize,
-    seed: u64,
-) -> Result<(Vec<(usize, Row)>, Vec<(usize, Row)>)> {
+fn split_rows(rows: TaggedRows, val: ValSize, seed: u64) -> Result<(TaggedRows, TaggedRows)> {
     if val == ValSize::None {
         return Ok((rows, Vec::new()));
     }

@@ -53,9 +53,9 @@ fn seed_sequence_state(ints: &[u64]) -> [u64; 4] {
         }
     }
     for &e in entropy.iter().skip(POOL) {
-        for dst in 0..POOL {
+        for slot in pool.iter_mut() {
             let h = hashmix(e);
-            pool[dst] = mix(pool[dst], h);
+            *slot = mix(*slot, h);
         }
     }
 

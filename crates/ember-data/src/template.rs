@@ -33,6 +33,9 @@ static TOOL_CALL_RE: LazyLock<Regex> =
 const QWEN_TOOL_PROMPT_HEAD: &str = "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>";
 const QWEN_TOOL_PROMPT_TAIL: &str = "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
 
+/// `(prompt_ids, response_ids)` of each turn.
+pub type EncodedPairs = Vec<(Vec<u32>, Vec<u32>)>;
+
 /// Template options that LLaMA-Factory takes from its data arguments.
 #[derive(Debug, Clone)]
 pub struct TemplateOptions {
@@ -88,7 +91,7 @@ impl Template {
         tok: &Tokenizer,
         conv: &Conversation,
         discarding_history_cot: bool,
-    ) -> std::result::Result<Vec<(Vec<u32>, Vec<u32>)>, FieldError> {
+    ) -> std::result::Result<EncodedPairs, FieldError> {
         let mut messages = conv.messages.clone();
         let n = messages.len();
         if self.reasoning {
