@@ -3,7 +3,7 @@
 //! No tensors here: batches are plain vectors that the trainer converts.
 //!
 //! Entry points: [`load_sft`] (config -> tokenized train/eval + statistics), [`Loader`] (batches),
-//! [`preview`] and [`export_line`] (for `xtask data`). docs/data.md describes the data order.
+//! [`report`], [`preview`] and [`export_jsonl`] (for `xtask data`). docs/data.md describes the data order.
 
 /// `DataArgs`, the `[data]` config section (LLaMA-Factory key names).
 pub mod args;
@@ -39,7 +39,7 @@ pub use batch::{
 pub use convert::{Conversation, Message, Role};
 pub use encode::{EncodeOptions, Example, IGNORE_INDEX};
 pub use error::{DataError, Location, RowError};
-pub use load::{SftData, export_jsonl, export_line, load_sft, preview};
+pub use load::{SftData, export_jsonl, export_line, load_sft, preview, report};
 pub use stats::{DataStats, SftStats};
 pub use template::Template;
 pub use tokenizer::Tokenizer;

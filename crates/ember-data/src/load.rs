@@ -236,6 +236,16 @@ pub fn preview(ex: &Example, tok: &Tokenizer) -> Result<String> {
     ))
 }
 
+/// What `xtask data` prints: the statistics table and a preview of the first training example.
+pub fn report(data: &SftData, tok: &Tokenizer) -> Result<String> {
+    let mut s = data.stats.to_string();
+    if let Some(ex) = data.train.first() {
+        s.push_str("\ntraining example:\n");
+        s.push_str(&preview(ex, tok)?);
+    }
+    Ok(s)
+}
+
 /// One export line: `{"input_ids": [...], "labels": [...]}`.
 pub fn export_line(ex: &Example) -> String {
     let mut s = String::with_capacity(ex.len() * 14 + 32);

@@ -94,6 +94,12 @@ impl Template {
     ) -> std::result::Result<EncodedPairs, FieldError> {
         let mut messages = conv.messages.clone();
         let n = messages.len();
+        if n == 0 || n % 2 != 0 {
+            return Err(FieldError::new(
+                "",
+                format!("need an even, non-zero number of messages, found {n}"),
+            ));
+        }
         if self.reasoning {
             if !self.enable_thinking {
                 for m in messages.iter_mut().skip(1).step_by(2) {
