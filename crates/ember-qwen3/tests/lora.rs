@@ -418,8 +418,8 @@ impl BackendOp for MergeExportGenerate {
         // Generation with the adapter equals PEFT's.
         let prompt: Vec<u32> = serde_json::from_value(r.adapter(name)["greedy_prompt_ids"].clone()).expect("prompt");
         let want: Vec<u32> = serde_json::from_value(r.adapter(name)["greedy_ids"].clone()).expect("ids");
-        let gen = GenerationConfig::greedy(want.len(), vec![]);
-        let with_adapter = model.generate(&cfg, &prompt, &gen, &device).expect("generate").ids;
+        let greedy = GenerationConfig::greedy(want.len(), vec![]);
+        let with_adapter = model.generate(&cfg, &prompt, &greedy, &device).expect("generate").ids;
         assert_eq!(with_adapter, want, "{name}: greedy ids with the adapter differ from PEFT's");
 
         // The merged export: a plain HF directory in the base dtype.
@@ -436,7 +436,7 @@ impl BackendOp for MergeExportGenerate {
         let tol = if bf16_base { 0.1 } else { 1e-4 };
         assert!(d <= tol, "{name}: merged export logits differ from the adapter's by {d}");
         if !bf16_base {
-            let ids = merged.generate(&mcfg, &prompt, &gen, &device).expect("generate").ids;
+            let ids = merged.generate(&mcfg, &prompt, &greedy, &device).expect("generate").ids;
             assert_eq!(ids, with_adapter, "{name}: the merged export generates differently");
         }
 
