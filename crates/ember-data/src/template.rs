@@ -94,7 +94,7 @@ impl Template {
     ) -> std::result::Result<EncodedPairs, FieldError> {
         let mut messages = conv.messages.clone();
         let n = messages.len();
-        if n == 0 || n % 2 != 0 {
+        if n == 0 || !n.is_multiple_of(2) {
             return Err(FieldError::new(
                 "",
                 format!("need an even, non-zero number of messages, found {n}"),
