@@ -87,7 +87,11 @@ pub fn candidate_files(task: &Task, data_dir: &Path, split: Split) -> Vec<PathBu
 }
 
 /// Loads and renders `split` of `task`; returns the file it came from too.
-pub fn load_docs(task: &Task, data_dir: &Path, split: Split) -> Result<(PathBuf, Vec<Doc>), EvalError> {
+pub fn load_docs(
+    task: &Task,
+    data_dir: &Path,
+    split: Split,
+) -> Result<(PathBuf, Vec<Doc>), EvalError> {
     let tried = candidate_files(task, data_dir, split);
     let Some(path) = tried.iter().find(|p| p.is_file()).cloned() else {
         return Err(EvalError::MissingData {
@@ -119,8 +123,8 @@ pub fn load_docs(task: &Task, data_dir: &Path, split: Split) -> Result<(PathBuf,
 /// pandas' default `na_values`: fields `read_csv` turns into NaN.
 fn is_pandas_na(v: &str) -> bool {
     const NA: [&str; 19] = [
-        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
-        "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
     ];
     NA.contains(&v)
 }
@@ -172,12 +176,17 @@ pub fn read_rows(task: &Task, path: &Path) -> Result<Vec<Row>, EvalError> {
             let mut rows = Vec::new();
             for (i, rec) in rdr.records().enumerate() {
                 let rec = rec.map_err(|e| malformed(i + 1, e.to_string()))?;
-                rows.push(Row(header.iter().cloned().zip(rec.iter().map(str::to_string)).collect()));
+                rows.push(Row(header
+                    .iter()
+                    .cloned()
+                    .zip(rec.iter().map(str::to_string))
+                    .collect()));
             }
             Ok(rows)
         }
         "json" => {
-            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| malformed(e.line(), e.to_string()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| malformed(e.line(), e.to_string()))?;
             let serde_json::Value::Array(items) = v else {
                 return Err(malformed(0, "expected a JSON array of objects".into()));
             };
@@ -249,7 +258,10 @@ fn index_field(row: &Row, key: &str, offset: i64, n: usize) -> Result<usize, Str
     let v = int_field(row, key)?;
     let i = v - offset;
     if i < 0 || i as usize >= n {
-        return Err(format!("`{key}` is {v}, expected {offset}..={}", n as i64 - 1 + offset));
+        return Err(format!(
+            "`{key}` is {v}, expected {offset}..={}",
+            n as i64 - 1 + offset
+        ));
     }
     Ok(i as usize)
 }
@@ -271,13 +283,20 @@ fn render(task: &Task, row: &Row, row_no: usize) -> Result<Doc, String> {
         TaskKind::Kmmlu { .. } => {
             let (a, b, c, d) = (f("A")?, f("B")?, f("C")?, f("D")?);
             // The colon after 정답 is U+FF1A (full width), as in _default_kmmlu_yaml.
-            let text = format!("{}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\n정답：", py_strip(row.get("question")?));
+            let text = format!(
+                "{}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\n정답：",
+                py_strip(row.get("question")?)
+            );
             let choices = ["A", "B", "C", "D"].map(String::from).to_vec();
             (text, choices, index_field(row, "answer", 1, 4)?)
         }
         TaskKind::Kobest(Kobest::Boolq) => {
             let text = format!("{} 질문: {} 답변: ", f("Text")?, f("Question")?);
-            (text, vec!["아니오".into(), "예".into()], bool_field(row, "Answer")?)
+            (
+                text,
+                vec!["아니오".into(), "예".into()],
+                bool_field(row, "Answer")?,
+            )
         }
         TaskKind::Kobest(Kobest::Copa) => {
             let question = f("question")?;
@@ -302,7 +321,11 @@ fn render(task: &Task, row: &Row, row_no: usize) -> Result<Doc, String> {
         }
         TaskKind::Kobest(Kobest::Sentineg) => {
             let text = format!("문장: {} 긍부정:", f("Text")?);
-            (text, vec!["부정".into(), "긍정".into()], index_field(row, "Label", 0, 2)?)
+            (
+                text,
+                vec!["부정".into(), "긍정".into()],
+                index_field(row, "Label", 0, 2)?,
+            )
         }
         TaskKind::Kobest(Kobest::Wic) => {
             let text = format!(
@@ -311,10 +334,16 @@ fn render(task: &Task, row: &Row, row_no: usize) -> Result<Doc, String> {
                 f("SENTENCE2")?,
                 f("Target")?
             );
-            (text, vec!["아니오".into(), "예".into()], bool_field(row, "ANSWER")?)
+            (
+                text,
+                vec!["아니오".into(), "예".into()],
+                bool_field(row, "ANSWER")?,
+            )
         }
         TaskKind::Haerae { .. } => {
-            let choices: Vec<String> = ["(A)", "(B)", "(C)", "(D)", "(E)"].map(String::from).to_vec();
+            let choices: Vec<String> = ["(A)", "(B)", "(C)", "(D)", "(E)"]
+                .map(String::from)
+                .to_vec();
             let answer = f("answer")?;
             let gold = choices
                 .iter()
@@ -333,4 +362,98 @@ fn render(task: &Task, row: &Row, row_no: usize) -> Result<Doc, String> {
         row: row_no,
         fields: row.0.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::select;
+
+    fn task(name: &str) -> Task {
+        select(&[name]).expect("known task").tasks.remove(0)
+    }
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    #[test]
+    fn kmmlu_csv_and_json_give_the_same_documents_by_header_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Columns in another order than usual: they are found by name.
+        write(
+            dir.path(),
+            "kmmlu/Math-test.csv",
+            "answer,question,A,B,C,D,Human Accuracy,Category\r\n3,\" 1+2는? \",1,2,3,4,0.5,Math\r\n",
+        );
+        write(
+            dir.path(),
+            "kmmlu/data/Math-dev.json",
+            r#"[{"question": " 1+2는? ", "answer": 3, "A": "1", "B": "2", "C": "3", "D": "4", "Category": "Math", "Human Accuracy": 0.5}]"#,
+        );
+        let t = task("kmmlu_math");
+        let (_, csv) = load_docs(&t, dir.path(), Split::Eval).expect("csv");
+        let (_, json) = load_docs(&t, dir.path(), Split::FewShot).expect("json");
+        assert_eq!(csv[0].text, "1+2는?\nA. 1\nB. 2\nC. 3\nD. 4\n정답：");
+        assert_eq!((csv[0].gold, json[0].gold), (2, 2));
+        assert_eq!(csv[0].text, json[0].text);
+    }
+
+    #[test]
+    fn malformed_rows_name_task_file_and_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "kobest/BoolQ/test.tsv",
+            "ID\tText\tQuestion\tAnswer\r\n1\tp\tq\tTRUE\r\n2\tp\tq\tmaybe\r\n",
+        );
+        let err = load_docs(&task("kobest_boolq"), dir.path(), Split::Eval).expect_err("bad label");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("kobest_boolq") && msg.contains("test.tsv") && msg.contains("row 2"),
+            "{msg}"
+        );
+        assert!(msg.contains("maybe"), "{msg}");
+
+        let err = load_docs(&task("kobest_copa"), dir.path(), Split::Eval).expect_err("missing");
+        assert!(
+            matches!(&err, EvalError::MissingData { tried, .. } if tried.len() == 2),
+            "{err}"
+        );
+
+        write(
+            dir.path(),
+            "haerae/history.jsonl",
+            "{\"query\": \"q\", \"answer\": \"(A)\"}\n{not json\n",
+        );
+        let msg = load_docs(&task("haerae_history"), dir.path(), Split::Eval)
+            .expect_err("bad json")
+            .to_string();
+        assert!(
+            msg.contains("haerae_history")
+                && msg.contains("history.jsonl")
+                && msg.contains("row 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn kobest_tsv_quoting_crlf_and_booleans() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tsv = "ID\tText\tQuestion\tAnswer\r\n1\t\"a\tb\r\nc \"\"d\"\"\"\tq\tfalse\r\n2\tp\tq\tTrue\r\n3\tNA\tq\tTRUE\r\n";
+        write(dir.path(), "kobest/v1.0/BoolQ/test.tsv", tsv);
+        let (_, docs) = load_docs(&task("kobest_boolq"), dir.path(), Split::Eval).expect("parses");
+        // Row 3's "NA" is NaN to pandas, so the HF loader's dropna() removes it.
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].text, "a\tb\r\nc \"d\" 질문: q 답변: ");
+        assert_eq!((docs[0].gold, docs[1].gold), (0, 1));
+    }
+
+    #[test]
+    fn python_strip_includes_information_separators() {
+        assert_eq!(py_strip("\u{1f}\u{3000} x \u{a0}"), "x");
+        assert_eq!(py_rstrip(" x \n"), " x");
+    }
 }

@@ -46,7 +46,10 @@ impl Encoder {
     pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<Request, EvalError> {
         let trimmed = py_rstrip(context);
         let (context, continuation) = if trimmed.len() < context.len() {
-            (trimmed, format!("{}{continuation}", &context[trimmed.len()..]))
+            (
+                trimmed,
+                format!("{}{continuation}", &context[trimmed.len()..]),
+            )
         } else {
             (context, continuation.to_string())
         };

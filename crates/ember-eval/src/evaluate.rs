@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::EvalError;
 use crate::data::{Doc, Split, load_docs};
 use crate::encode::Encoder;
 use crate::metrics::{DocResult, group_metrics, task_metrics};
@@ -13,7 +14,6 @@ use crate::model::{LogLikelihoodModel, Request};
 use crate::prompt::{FEWSHOT_SEED, FewShotSampler, TARGET_DELIMITER};
 use crate::report::{EvalReport, GroupResult, TaskResult};
 use crate::tasks::{Group, Selection, Task};
-use crate::EvalError;
 
 /// Run options, lm-eval's defaults unless set.
 #[derive(Debug, Clone)]
@@ -98,7 +98,10 @@ pub fn prepare(
             }
             Err(e) => return Err(e),
         };
-        let docs: Vec<Doc> = docs.into_iter().take(opts.limit.unwrap_or(usize::MAX)).collect();
+        let docs: Vec<Doc> = docs
+            .into_iter()
+            .take(opts.limit.unwrap_or(usize::MAX))
+            .collect();
         let contexts = contexts(task, data_dir, &docs, opts)?;
         let docs = docs
             .into_iter()
@@ -109,7 +112,11 @@ pub fn prepare(
                     .iter()
                     .map(|c| encoder.encode_pair(&context, &format!("{TARGET_DELIMITER}{c}")))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(PreparedDoc { doc, context, requests })
+                Ok(PreparedDoc {
+                    doc,
+                    context,
+                    requests,
+                })
             })
             .collect::<Result<Vec<_>, EvalError>>()?;
         tasks.push(PreparedTask {
@@ -166,9 +173,9 @@ pub fn evaluate(
 ) -> Result<EvalReport, EvalError> {
     let bar = if opts.progress {
         let bar = ProgressBar::new(prepared.num_requests() as u64);
-        if let Ok(style) =
-            ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} requests [{elapsed_precise}<{eta_precise}]")
-        {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} {wide_bar} {pos}/{len} requests [{elapsed_precise}<{eta_precise}]",
+        ) {
             bar.set_style(style);
         }
         bar.set_prefix(label.to_string());
@@ -184,7 +191,9 @@ pub fn evaluate(
             // Whole documents per call, so a document's choices are never split across calls.
             let mut end = start;
             let mut n = 0;
-            while end < pt.docs.len() && (n == 0 || n + pt.docs[end].requests.len() <= opts.requests_per_call) {
+            while end < pt.docs.len()
+                && (n == 0 || n + pt.docs[end].requests.len() <= opts.requests_per_call)
+            {
                 n += pt.docs[end].requests.len();
                 end += 1;
             }
@@ -202,9 +211,18 @@ pub fn evaluate(
             }
             let mut it = answers.into_iter();
             for (i, d) in pt.docs[start..end].iter().enumerate() {
-                let (lls, greedy): (Vec<f64>, Vec<bool>) =
-                    it.by_ref().take(d.requests.len()).map(|a| (a.ll, a.is_greedy)).unzip();
-                results.push(DocResult::new(start + i, d.doc.gold, &d.doc.choices, lls, greedy));
+                let (lls, greedy): (Vec<f64>, Vec<bool>) = it
+                    .by_ref()
+                    .take(d.requests.len())
+                    .map(|a| (a.ll, a.is_greedy))
+                    .unzip();
+                results.push(DocResult::new(
+                    start + i,
+                    d.doc.gold,
+                    &d.doc.choices,
+                    lls,
+                    greedy,
+                ));
             }
             bar.inc(n as u64);
             start = end;

@@ -22,7 +22,13 @@ pub struct DocResult {
 
 impl DocResult {
     /// `choices` are the answer strings (their length in characters, Python's `len`, normalises).
-    pub fn new(doc: usize, gold: usize, choices: &[String], lls: Vec<f64>, is_greedy: Vec<bool>) -> Self {
+    pub fn new(
+        doc: usize,
+        gold: usize,
+        choices: &[String],
+        lls: Vec<f64>,
+        is_greedy: Vec<bool>,
+    ) -> Self {
         let norm: Vec<f64> = lls
             .iter()
             .zip(choices)
@@ -97,7 +103,10 @@ pub fn task_metrics(metrics: &[Metric], docs: &[DocResult]) -> BTreeMap<String, 
 /// One group's value per metric: lm-eval's `aggregate_subtask_metrics`, `sum(m_i * n_i) / sum(n_i)`
 /// over the members that report the metric, or the plain mean for [`Weighting::Macro`].
 /// `members` are (metrics, document count) of the evaluated member tasks.
-pub fn group_metrics(group: &Group, members: &[(&BTreeMap<String, f64>, usize)]) -> BTreeMap<String, f64> {
+pub fn group_metrics(
+    group: &Group,
+    members: &[(&BTreeMap<String, f64>, usize)],
+) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for m in &group.metrics {
         let have: Vec<(f64, f64)> = members
@@ -109,7 +118,8 @@ pub fn group_metrics(group: &Group, members: &[(&BTreeMap<String, f64>, usize)])
         }
         let v = match group.weighting {
             Weighting::BySize => {
-                have.iter().map(|(v, n)| v * n).sum::<f64>() / have.iter().map(|(_, n)| n).sum::<f64>()
+                have.iter().map(|(v, n)| v * n).sum::<f64>()
+                    / have.iter().map(|(_, n)| n).sum::<f64>()
             }
             Weighting::Macro => have.iter().map(|(v, _)| v).sum::<f64>() / have.len() as f64,
         };
@@ -156,11 +166,15 @@ mod tests {
             weighting: w,
         };
         let a: BTreeMap<String, f64> = [("acc".to_string(), 1.0)].into();
-        let b: BTreeMap<String, f64> = [("acc".to_string(), 0.0), ("acc_norm".to_string(), 0.5)].into();
+        let b: BTreeMap<String, f64> =
+            [("acc".to_string(), 0.0), ("acc_norm".to_string(), 0.5)].into();
         let by_size = group_metrics(&g(Weighting::BySize), &[(&a, 3), (&b, 1)]);
         assert_eq!(by_size.get("acc"), Some(&0.75));
         // Only members that report a metric count towards it.
         assert_eq!(by_size.get("acc_norm"), Some(&0.5));
-        assert_eq!(group_metrics(&g(Weighting::Macro), &[(&a, 3), (&b, 1)]).get("acc"), Some(&0.5));
+        assert_eq!(
+            group_metrics(&g(Weighting::Macro), &[(&a, 3), (&b, 1)]).get("acc"),
+            Some(&0.5)
+        );
     }
 }

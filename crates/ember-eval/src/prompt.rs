@@ -59,7 +59,11 @@ impl<'a> FewShotSampler<'a> {
         if chosen.len() < self.num_fewshot {
             // Several copies of the evaluated document were drawn: lm-eval (0.4.10+) draws again
             // from the pool without any copy.
-            let rest: Vec<&Doc> = self.pool.iter().filter(|ex| ex.fields != doc.fields).collect();
+            let rest: Vec<&Doc> = self
+                .pool
+                .iter()
+                .filter(|ex| ex.fields != doc.fields)
+                .collect();
             let picks = self.rng.sample(rest.len(), self.num_fewshot)?;
             chosen = picks.into_iter().map(|i| rest[i]).collect();
         }
@@ -101,8 +105,14 @@ mod tests {
     fn k_shot_uses_one_rng_across_documents() {
         let pool: Vec<Doc> = (0..10).map(doc).collect();
         let mut s = FewShotSampler::new(&pool, 2, false, FEWSHOT_SEED);
-        assert_eq!(s.context(&doc(20)).as_deref(), Some("q7 yes\n\nq1 yes\n\nq20"));
-        assert_eq!(s.context(&doc(21)).as_deref(), Some("q0 no\n\nq1 yes\n\nq21"));
+        assert_eq!(
+            s.context(&doc(20)).as_deref(),
+            Some("q7 yes\n\nq1 yes\n\nq20")
+        );
+        assert_eq!(
+            s.context(&doc(21)).as_deref(),
+            Some("q0 no\n\nq1 yes\n\nq21")
+        );
     }
 
     // Same split: draws 3 = sample(range(10), 3) -> [7, 1, 0]; evaluating doc 1 drops it.
@@ -110,7 +120,10 @@ mod tests {
     fn same_split_drops_the_evaluated_document() {
         let pool: Vec<Doc> = (0..10).map(doc).collect();
         let mut s = FewShotSampler::new(&pool, 2, true, FEWSHOT_SEED);
-        assert_eq!(s.context(&pool[1]).as_deref(), Some("q7 yes\n\nq0 no\n\nq1"));
+        assert_eq!(
+            s.context(&pool[1]).as_deref(),
+            Some("q7 yes\n\nq0 no\n\nq1")
+        );
         let mut small = FewShotSampler::new(&pool[..2], 2, true, FEWSHOT_SEED);
         assert_eq!(small.context(&pool[0]), None);
     }

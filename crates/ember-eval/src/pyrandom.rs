@@ -18,7 +18,9 @@ pub struct PyRandom {
 
 impl std::fmt::Debug for PyRandom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PyRandom").field("index", &self.index).finish_non_exhaustive()
+        f.debug_struct("PyRandom")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -29,7 +31,10 @@ impl PyRandom {
         let lo = seed as u32;
         let hi = (seed >> 32) as u32;
         let key: Vec<u32> = if hi == 0 { vec![lo] } else { vec![lo, hi] };
-        let mut r = Self { mt: [0; N], index: N };
+        let mut r = Self {
+            mt: [0; N],
+            index: N,
+        };
         r.init_by_array(&key);
         r
     }

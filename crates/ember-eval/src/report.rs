@@ -101,8 +101,11 @@ impl ScoreTable {
                 if !with_docs {
                     report.tasks.iter_mut().for_each(|t| t.docs.clear());
                 }
-                let values: serde_json::Map<String, serde_json::Value> =
-                    r.columns().into_iter().map(|(c, v)| (c, v.into())).collect();
+                let values: serde_json::Map<String, serde_json::Value> = r
+                    .columns()
+                    .into_iter()
+                    .map(|(c, v)| (c, v.into()))
+                    .collect();
                 serde_json::json!({"model": r.model, "values": values, "report": report})
             })
             .collect();

@@ -66,15 +66,23 @@ pub fn checkpoint_specs(base: &Path, output_dir: &Path) -> Result<Vec<ModelSpec>
     }
     found.sort();
     let mut specs = vec![ModelSpec::base(base)];
-    specs.extend(found.into_iter().map(|(_, p)| ModelSpec::with_adapter(base, p)));
+    specs.extend(
+        found
+            .into_iter()
+            .map(|(_, p)| ModelSpec::with_adapter(base, p)),
+    );
     Ok(specs)
 }
 
 /// Puts a PEFT adapter's weights into a loaded base model. The evaluator only needs this one
 /// call, so any adapter loader (ember-lora's PEFT reader) plugs in here.
 pub trait AdapterLoader<B: Backend> {
-    fn apply(&self, model: Qwen3ForCausalLM<B>, cfg: &Qwen3Config, adapter_dir: &Path)
-    -> Result<Qwen3ForCausalLM<B>, EvalError>;
+    fn apply(
+        &self,
+        model: Qwen3ForCausalLM<B>,
+        cfg: &Qwen3Config,
+        adapter_dir: &Path,
+    ) -> Result<Qwen3ForCausalLM<B>, EvalError>;
 }
 
 /// The loader to use while no PEFT reader is linked: says so for any adapter.
@@ -82,10 +90,16 @@ pub trait AdapterLoader<B: Backend> {
 pub struct NoAdapterLoader;
 
 impl<B: Backend> AdapterLoader<B> for NoAdapterLoader {
-    fn apply(&self, _: Qwen3ForCausalLM<B>, _: &Qwen3Config, dir: &Path) -> Result<Qwen3ForCausalLM<B>, EvalError> {
+    fn apply(
+        &self,
+        _: Qwen3ForCausalLM<B>,
+        _: &Qwen3Config,
+        dir: &Path,
+    ) -> Result<Qwen3ForCausalLM<B>, EvalError> {
         Err(EvalError::ModelSource {
             dir: dir.to_path_buf(),
-            reason: "PEFT adapter loading is not available in this build (no AdapterLoader linked)".into(),
+            reason: "PEFT adapter loading is not available in this build (no AdapterLoader linked)"
+                .into(),
         })
     }
 }
@@ -96,9 +110,11 @@ pub fn load_scorer<B: Backend>(
     adapters: &dyn AdapterLoader<B>,
     device: &B::Device,
 ) -> Result<Qwen3Scorer<B>, EvalError> {
-    let (cfg, model) = load_pretrained::<B>(&spec.base, DType::F32, device).map_err(|e| EvalError::ModelSource {
-        dir: spec.base.clone(),
-        reason: e.to_string(),
+    let (cfg, model) = load_pretrained::<B>(&spec.base, DType::F32, device).map_err(|e| {
+        EvalError::ModelSource {
+            dir: spec.base.clone(),
+            reason: e.to_string(),
+        }
     })?;
     let model = match &spec.adapter {
         Some(dir) => adapters.apply(model, &cfg, dir)?,
@@ -116,7 +132,10 @@ pub struct SftExample {
 
 /// `eval_loss` as HF's Trainer reports it with `per_device_eval_batch_size = 1`: the mean over
 /// examples of each example's mean token loss; `perplexity = exp(eval_loss)`.
-pub fn eval_loss<B: Backend>(scorer: &Qwen3Scorer<B>, examples: &[SftExample]) -> Result<(f64, f64), EvalError> {
+pub fn eval_loss<B: Backend>(
+    scorer: &Qwen3Scorer<B>,
+    examples: &[SftExample],
+) -> Result<(f64, f64), EvalError> {
     if examples.is_empty() {
         return Err(EvalError::Model("no SFT eval examples".into()));
     }
@@ -132,7 +151,8 @@ pub fn eval_loss<B: Backend>(scorer: &Qwen3Scorer<B>, examples: &[SftExample]) -
         }
         let ids: Vec<i64> = ex.input_ids.iter().map(|&t| i64::from(t)).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
-        let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(ex.labels.clone(), [1, n]), device);
+        let labels =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ex.labels.clone(), [1, n]), device);
         let loss: f32 = scorer
             .model
             .forward_loss(ids, None, labels, &scorer.cfg)

@@ -63,7 +63,13 @@ pub enum Kobest {
 }
 
 impl Kobest {
-    pub const ALL: [Kobest; 5] = [Kobest::Boolq, Kobest::Copa, Kobest::Hellaswag, Kobest::Sentineg, Kobest::Wic];
+    pub const ALL: [Kobest; 5] = [
+        Kobest::Boolq,
+        Kobest::Copa,
+        Kobest::Hellaswag,
+        Kobest::Sentineg,
+        Kobest::Wic,
+    ];
 
     /// The folder of the distributed TSVs (`KoBEST_datarepo/v1.0/<folder>/`).
     pub fn folder(self) -> &'static str {
@@ -91,10 +97,15 @@ impl Kobest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskKind {
     /// `subject` is the HF config name (`Criminal-Law`), which also names the data files.
-    Kmmlu { subject: &'static str, category: KmmluCategory },
+    Kmmlu {
+        subject: &'static str,
+        category: KmmluCategory,
+    },
     Kobest(Kobest),
     /// `subset` is the HF config name (`general_knowledge`, `loan_words`, ...).
-    Haerae { subset: &'static str },
+    Haerae {
+        subset: &'static str,
+    },
 }
 
 /// One lm-eval task.
@@ -150,7 +161,11 @@ pub const KMMLU_SUBJECTS: [(&str, &str, KmmluCategory); 45] = {
     [
         ("Accounting", "kmmlu_accounting", H),
         ("Agricultural-Sciences", "kmmlu_agricultural_sciences", O),
-        ("Aviation-Engineering-and-Maintenance", "kmmlu_aviation_engineering_and_maintenance", A),
+        (
+            "Aviation-Engineering-and-Maintenance",
+            "kmmlu_aviation_engineering_and_maintenance",
+            A,
+        ),
         ("Biology", "kmmlu_biology", S),
         ("Chemical-Engineering", "kmmlu_chemical_engineering", S),
         ("Chemistry", "kmmlu_chemistry", S),
@@ -162,20 +177,36 @@ pub const KMMLU_SUBJECTS: [(&str, &str, KmmluCategory); 45] = {
         ("Economics", "kmmlu_economics", H),
         ("Education", "kmmlu_education", H),
         ("Electrical-Engineering", "kmmlu_electrical_engineering", S),
-        ("Electronics-Engineering", "kmmlu_electronics_engineering", A),
+        (
+            "Electronics-Engineering",
+            "kmmlu_electronics_engineering",
+            A,
+        ),
         ("Energy-Management", "kmmlu_energy_management", A),
         ("Environmental-Science", "kmmlu_environmental_science", A),
         ("Fashion", "kmmlu_fashion", O),
         ("Food-Processing", "kmmlu_food_processing", O),
-        ("Gas-Technology-and-Engineering", "kmmlu_gas_technology_and_engineering", A),
+        (
+            "Gas-Technology-and-Engineering",
+            "kmmlu_gas_technology_and_engineering",
+            A,
+        ),
         ("Geomatics", "kmmlu_geomatics", A),
         ("Health", "kmmlu_health", O),
         ("Industrial-Engineer", "kmmlu_industrial_engineer", A),
         ("Information-Technology", "kmmlu_information_technology", S),
-        ("Interior-Architecture-and-Design", "kmmlu_interior_architecture_and_design", O),
+        (
+            "Interior-Architecture-and-Design",
+            "kmmlu_interior_architecture_and_design",
+            O,
+        ),
         ("Korean-History", "kmmlu_korean_history", H),
         ("Law", "kmmlu_law", H),
-        ("Machine-Design-and-Manufacturing", "kmmlu_machine_design_and_manufacturing", A),
+        (
+            "Machine-Design-and-Manufacturing",
+            "kmmlu_machine_design_and_manufacturing",
+            A,
+        ),
         ("Management", "kmmlu_management", H),
         ("Maritime-Engineering", "kmmlu_maritime_engineering", A),
         ("Marketing", "kmmlu_marketing", O),
@@ -184,15 +215,31 @@ pub const KMMLU_SUBJECTS: [(&str, &str, KmmluCategory); 45] = {
         ("Mechanical-Engineering", "kmmlu_mechanical_engineering", S),
         ("Nondestructive-Testing", "kmmlu_nondestructive_testing", A),
         ("Patent", "kmmlu_patent", O),
-        ("Political-Science-and-Sociology", "kmmlu_political_science_and_sociology", H),
+        (
+            "Political-Science-and-Sociology",
+            "kmmlu_political_science_and_sociology",
+            H,
+        ),
         ("Psychology", "kmmlu_psychology", H),
         ("Public-Safety", "kmmlu_public_safety", O),
-        ("Railway-and-Automotive-Engineering", "kmmlu_railway_and_automotive_engineering", A),
+        (
+            "Railway-and-Automotive-Engineering",
+            "kmmlu_railway_and_automotive_engineering",
+            A,
+        ),
         ("Real-Estate", "kmmlu_real_estate", O),
-        ("Refrigerating-Machinery", "kmmlu_refrigerating_machinery", O),
+        (
+            "Refrigerating-Machinery",
+            "kmmlu_refrigerating_machinery",
+            O,
+        ),
         ("Social-Welfare", "kmmlu_social_welfare", H),
         ("Taxation", "kmmlu_taxation", H),
-        ("Telecommunications-and-Wireless-Technology", "kmmlu_telecommunications_and_wireless_technology", A),
+        (
+            "Telecommunications-and-Wireless-Technology",
+            "kmmlu_telecommunications_and_wireless_technology",
+            A,
+        ),
     ]
 };
 
@@ -211,10 +258,12 @@ pub fn all_tasks() -> Vec<Task> {
         name: k.task_name().to_string(),
         kind: TaskKind::Kobest(k),
     });
-    let kmmlu = KMMLU_SUBJECTS.iter().map(|&(subject, name, category)| Task {
-        name: name.to_string(),
-        kind: TaskKind::Kmmlu { subject, category },
-    });
+    let kmmlu = KMMLU_SUBJECTS
+        .iter()
+        .map(|&(subject, name, category)| Task {
+            name: name.to_string(),
+            kind: TaskKind::Kmmlu { subject, category },
+        });
     let haerae = HAERAE_SUBSETS.iter().map(|&(subset, name)| Task {
         name: name.to_string(),
         kind: TaskKind::Haerae { subset },
@@ -227,7 +276,11 @@ pub fn all_tasks() -> Vec<Task> {
 pub fn all_groups() -> Vec<Group> {
     let tasks = all_tasks();
     let names = |pred: &dyn Fn(&TaskKind) -> bool| -> Vec<String> {
-        tasks.iter().filter(|t| pred(&t.kind)).map(|t| t.name.clone()).collect()
+        tasks
+            .iter()
+            .filter(|t| pred(&t.kind))
+            .map(|t| t.name.clone())
+            .collect()
     };
     let mut groups = vec![Group {
         name: "kobest".into(),
@@ -281,10 +334,10 @@ pub fn select<S: AsRef<str>>(names: &[S]) -> Result<Selection, EvalError> {
     let mut sel = Selection::default();
     let add_group = |sel: &mut Selection, g: &Group| {
         for m in &g.members {
-            if !sel.tasks.iter().any(|t| &t.name == m) {
-                if let Some(t) = tasks.iter().find(|t| &t.name == m) {
-                    sel.tasks.push(t.clone());
-                }
+            if !sel.tasks.iter().any(|t| &t.name == m)
+                && let Some(t) = tasks.iter().find(|t| &t.name == m)
+            {
+                sel.tasks.push(t.clone());
             }
         }
         if !sel.groups.contains(g) {
@@ -308,7 +361,9 @@ pub fn select<S: AsRef<str>>(names: &[S]) -> Result<Selection, EvalError> {
                 sel.tasks.push(t.clone());
             }
         } else {
-            return Err(EvalError::UnknownTask { name: name.to_string() });
+            return Err(EvalError::UnknownTask {
+                name: name.to_string(),
+            });
         }
     }
     Ok(sel)
@@ -339,7 +394,14 @@ mod tests {
         let names: Vec<&str> = sel.groups.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(
             names,
-            ["kmmlu", "kmmlu_stem", "kmmlu_other", "kmmlu_applied_science", "kmmlu_humss", KMMLU_MACRO]
+            [
+                "kmmlu",
+                "kmmlu_stem",
+                "kmmlu_other",
+                "kmmlu_applied_science",
+                "kmmlu_humss",
+                KMMLU_MACRO
+            ]
         );
     }
 
@@ -349,9 +411,19 @@ mod tests {
         let names: Vec<&str> = sel.tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["kobest_copa", "kobest_boolq", "kobest_hellaswag", "kobest_sentineg", "kobest_wic", "haerae_history"]
+            [
+                "kobest_copa",
+                "kobest_boolq",
+                "kobest_hellaswag",
+                "kobest_sentineg",
+                "kobest_wic",
+                "haerae_history"
+            ]
         );
         assert_eq!(sel.groups.len(), 1);
-        assert!(matches!(select(&["kobest_nope"]), Err(EvalError::UnknownTask { .. })));
+        assert!(matches!(
+            select(&["kobest_nope"]),
+            Err(EvalError::UnknownTask { .. })
+        ));
     }
 }
