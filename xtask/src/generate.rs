@@ -1,4 +1,5 @@
-//! `cargo xtask generate`: tokenize a prompt as is (no chat template), continue it, print the text.
+//! `cargo xtask generate`: tokenize a prompt as is (no chat template), continue it, print the text;
+//! optionally with a PEFT-format LoRA adapter on the model.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,9 @@ pub struct Args {
     /// Hugging Face model directory (config.json, safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
+    /// A PEFT-format LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The text to continue.
     #[arg(long)]
     prompt: String,
@@ -43,8 +47,12 @@ impl BackendOp for Generate {
     type Output = anyhow::Result<Vec<u32>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let a = &self.args;
-        let (cfg, model) = load_pretrained::<B::InnerBackend>(&a.model, DType::F32, &device)
+        let (cfg, mut model) = load_pretrained::<B::InnerBackend>(&a.model, DType::F32, &device)
             .with_context(|| format!("loading the model from {}", a.model.display()))?;
+        if let Some(dir) = &a.adapter {
+            ember_lora::load_peft(&mut model, dir)
+                .with_context(|| format!("loading the adapter from {}", dir.display()))?;
+        }
         let gen = GenerationConfig {
             max_new_tokens: a.max_new_tokens,
             sampling: (!a.greedy).then(|| Sampling {
