@@ -53,7 +53,7 @@ impl BackendOp for Generate {
             ember_lora::load_peft(&mut model, dir)
                 .with_context(|| format!("loading the adapter from {}", dir.display()))?;
         }
-        let gen = GenerationConfig {
+        let settings = GenerationConfig {
             max_new_tokens: a.max_new_tokens,
             sampling: (!a.greedy).then(|| Sampling {
                 temperature: a.temperature,
@@ -62,7 +62,9 @@ impl BackendOp for Generate {
             }),
             eos_token_ids: cfg.eos_ids(),
         };
-        Ok(model.generate(&cfg, &self.prompt_ids, &gen, &device)?.ids)
+        Ok(model
+            .generate(&cfg, &self.prompt_ids, &settings, &device)?
+            .ids)
     }
 }
 

@@ -35,7 +35,9 @@ impl InitLoraWeights {
         match v {
             serde_json::Value::Bool(true) => InitLoraWeights::Kaiming,
             serde_json::Value::Bool(false) => InitLoraWeights::Random,
-            serde_json::Value::String(s) if s.eq_ignore_ascii_case("gaussian") => InitLoraWeights::Gaussian,
+            serde_json::Value::String(s) if s.eq_ignore_ascii_case("gaussian") => {
+                InitLoraWeights::Gaussian
+            }
             serde_json::Value::String(s) => InitLoraWeights::Other(s.clone()),
             other => InitLoraWeights::Other(other.to_string()),
         }
@@ -73,7 +75,9 @@ impl<'de> Deserialize<'de> for TargetModules {
         }
         Ok(match Raw::deserialize(d)? {
             Raw::One(s) => TargetModules::parse_llama_factory(&s),
-            Raw::Many(v) if v.len() == 1 && (v[0] == "all" || v[0] == "all-linear") => TargetModules::AllLinear,
+            Raw::Many(v) if v.len() == 1 && (v[0] == "all" || v[0] == "all-linear") => {
+                TargetModules::AllLinear
+            }
             Raw::Many(v) => TargetModules::Names(v),
         })
     }
@@ -186,7 +190,10 @@ impl LoraConfig {
             return Err(invalid("lora_alpha", format!("{alpha} must be positive")));
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
-            return Err(invalid("lora_dropout", format!("{} must be in [0, 1)", self.lora_dropout)));
+            return Err(invalid(
+                "lora_dropout",
+                format!("{} must be in [0, 1)", self.lora_dropout),
+            ));
         }
         if matches!(&self.lora_target, TargetModules::Names(n) if n.is_empty()) {
             return Err(invalid("lora_target", "names no module"));
@@ -213,8 +220,13 @@ impl LoraConfig {
 
     /// PEFT's module matching for these settings.
     pub fn selector(&self) -> Result<TargetSelector, LoraError> {
-        TargetSelector::new(self.lora_target.clone(), None, self.layers_to_transform.clone(), None)
-            .map_err(|e| invalid("lora_target", e))
+        TargetSelector::new(
+            self.lora_target.clone(),
+            None,
+            self.layers_to_transform.clone(),
+            None,
+        )
+        .map_err(|e| invalid("lora_target", e))
     }
 }
 
@@ -250,24 +262,41 @@ mod tests {
         .expect("parses");
         assert_eq!(c.scaling(), 2.0);
         assert_eq!(c.lora_dropout, 0.05);
-        let TargetModules::Names(n) = &c.lora_target else { panic!("names") };
+        let TargetModules::Names(n) = &c.lora_target else {
+            panic!("names")
+        };
         assert_eq!(n.len(), 7);
-        let list = LoraConfig::from_toml_str("lora_target = [\"q_proj\", \"v_proj\"]\ninit_lora_weights = \"gaussian\"")
-            .expect("list");
-        assert_eq!(list.lora_target, TargetModules::Names(vec!["q_proj".into(), "v_proj".into()]));
+        let list = LoraConfig::from_toml_str(
+            "lora_target = [\"q_proj\", \"v_proj\"]\ninit_lora_weights = \"gaussian\"",
+        )
+        .expect("list");
+        assert_eq!(
+            list.lora_target,
+            TargetModules::Names(vec!["q_proj".into(), "v_proj".into()])
+        );
         assert_eq!(list.init_lora_weights, InitLoraWeights::Gaussian);
     }
 
     #[test]
     fn rslora_scales_by_the_square_root_of_the_rank() {
-        let c = LoraConfig::from_toml_str("lora_rank = 16\nlora_alpha = 32\nuse_rslora = true").expect("parses");
+        let c = LoraConfig::from_toml_str("lora_rank = 16\nlora_alpha = 32\nuse_rslora = true")
+            .expect("parses");
         assert_eq!(c.scaling(), 8.0);
     }
 
     #[test]
     fn bad_settings_name_the_field() {
-        let err = |t: &str| LoraConfig::from_toml_str(t).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err("lora_rnak = 4").contains("lora_rnak"), "{}", err("lora_rnak = 4"));
+        let err = |t: &str| {
+            LoraConfig::from_toml_str(t)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err("lora_rnak = 4").contains("lora_rnak"),
+            "{}",
+            err("lora_rnak = 4")
+        );
         assert!(err("bias = \"all\"").contains("bias"));
         assert!(err("bias = \"all\"").contains("not supported"));
         assert!(err("init_lora_weights = \"pissa\"").contains("init_lora_weights"));

@@ -20,7 +20,9 @@ pub enum LoraError {
         value: String,
         hint: Option<String>,
     },
-    #[error("lora_target {targets} matches no linear layer of the model (its linear layers: {available})")]
+    #[error(
+        "lora_target {targets} matches no linear layer of the model (its linear layers: {available})"
+    )]
     NoTargets { targets: String, available: String },
     #[error("the model has no LoRA adapter")]
     NoAdapters,
@@ -58,7 +60,9 @@ pub enum LoraError {
         expected: usize,
         found: usize,
     },
-    #[error("{path}: tensor `{key}` has shape {found:?}, the base model needs {expected:?} (an adapter for another base model?)")]
+    #[error(
+        "{path}: tensor `{key}` has shape {found:?}, the base model needs {expected:?} (an adapter for another base model?)"
+    )]
     ShapeMismatch {
         path: PathBuf,
         key: String,

@@ -28,7 +28,8 @@ pub use error::LoraError;
 pub use linear::LoraLinear;
 pub use merge::{export_merged, merge, merge_and_unload, unmerge};
 pub use model::{
-    LinearShape, LoraModel, ModelShape, adapted_modules, apply_lora, remove_adapters, set_dropout_seed,
+    LinearShape, LoraModel, ModelShape, adapted_modules, apply_lora, remove_adapters,
+    set_dropout_seed,
 };
 pub use peft::{AdapterConfig, load_peft, save_peft};
 pub use report::ParamReport;

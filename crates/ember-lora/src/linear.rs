@@ -82,7 +82,10 @@ impl<B: Backend> LoraLinear<B> {
             a.dims(),
             b.dims()
         );
-        assert!(!self.merged, "set_adapter on a layer with a merged adapter; unmerge first");
+        assert!(
+            !self.merged,
+            "set_adapter on a layer with a merged adapter; unmerge first"
+        );
         self.lora_a = Some(Param::from_tensor(a.cast(DType::F32).detach()));
         self.lora_b = Some(Param::from_tensor(b.cast(DType::F32).detach()));
         self.scaling = scaling;
@@ -107,7 +110,9 @@ impl<B: Backend> LoraLinear<B> {
     }
 
     fn add_to_weight(&mut self, sign: f64) {
-        let Some(delta) = self.delta_weight() else { return };
+        let Some(delta) = self.delta_weight() else {
+            return;
+        };
         let w = self.weight.val().detach();
         let dtype = w.dtype();
         let merged = (w.cast(DType::F32) + delta * sign).cast(dtype);

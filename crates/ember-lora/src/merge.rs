@@ -6,10 +6,10 @@ use std::path::Path;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
+use crate::LoraError;
 use crate::error::io_err;
 use crate::model::LoraModel;
 use crate::st::{self, AnyTensor, MappedFile, OwnedTensor};
-use crate::LoraError;
 
 /// Adds every adapter into its base weight; forwards then use the merged weights only.
 pub fn merge<B: Backend, M: LoraModel<B>>(model: &mut M) {
@@ -39,9 +39,18 @@ pub fn merge_and_unload<B: Backend, M: LoraModel<B>>(model: &mut M) {
 
 /// Files of an HF model directory that are weights in some format: not copied into an export.
 fn is_weight_file(name: &str) -> bool {
-    [".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
+    [
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".gguf",
+        ".msgpack",
+        ".h5",
+        ".ckpt",
+    ]
+    .iter()
+    .any(|ext| name.ends_with(ext))
 }
 
 /// Writes `base_dir` with the model's adapters merged into `out_dir`: every safetensors file is
@@ -49,7 +58,11 @@ fn is_weight_file(name: &str) -> bool {
 /// layers replaced by `W + scaling · B A` (computed in f32 from the checkpoint's own values, then
 /// stored in the checkpoint's dtype); every other file (config.json, tokenizer files, the shard index)
 /// is copied. `out_dir` must not exist or be empty.
-pub fn export_merged<B: Backend, M: LoraModel<B>>(model: &M, base_dir: &Path, out_dir: &Path) -> Result<(), LoraError> {
+pub fn export_merged<B: Backend, M: LoraModel<B>>(
+    model: &M,
+    base_dir: &Path,
+    out_dir: &Path,
+) -> Result<(), LoraError> {
     let export_err = |dir: &Path, reason: String| LoraError::Export {
         dir: dir.to_path_buf(),
         reason,
@@ -82,7 +95,10 @@ pub fn export_merged<B: Backend, M: LoraModel<B>>(model: &M, base_dir: &Path, ou
     }
     weight_files.sort();
     if weight_files.is_empty() {
-        return Err(export_err(base_dir, "no safetensors checkpoint in the base model directory".into()));
+        return Err(export_err(
+            base_dir,
+            "no safetensors checkpoint in the base model directory".into(),
+        ));
     }
     if out_dir.exists() {
         let mut entries = std::fs::read_dir(out_dir).map_err(io_err(out_dir))?;
@@ -117,29 +133,38 @@ pub fn export_merged<B: Backend, M: LoraModel<B>>(model: &M, base_dir: &Path, ou
                     found: view.shape().to_vec(),
                 });
             }
-            let dtype = st::float_dtype(view.dtype()).ok_or_else(|| LoraError::UnsupportedDtype {
-                path: src.path.clone(),
-                key: key.clone(),
-                dtype: format!("{:?}", view.dtype()),
-            })?;
+            let dtype =
+                st::float_dtype(view.dtype()).ok_or_else(|| LoraError::UnsupportedDtype {
+                    path: src.path.clone(),
+                    key: key.clone(),
+                    dtype: format!("{:?}", view.dtype()),
+                })?;
             let w = st::read_f32(&src, &key)?;
-            let merged = Tensor::<B, 2>::from_data(w, &delta.device()).cast(DType::F32) + delta.clone();
+            let merged =
+                Tensor::<B, 2>::from_data(w, &delta.device()).cast(DType::F32) + delta.clone();
             let data = merged.into_data().convert_dtype(dtype);
-            let owned = OwnedTensor::from_data(data).ok_or_else(|| LoraError::UnsupportedDtype {
-                path: src.path.clone(),
-                key: key.clone(),
-                dtype: format!("{dtype:?}"),
-            })?;
+            let owned =
+                OwnedTensor::from_data(data).ok_or_else(|| LoraError::UnsupportedDtype {
+                    path: src.path.clone(),
+                    key: key.clone(),
+                    dtype: format!("{dtype:?}"),
+                })?;
             done.insert(key.clone(), ());
             out.push((key, AnyTensor::Owned(owned)));
         }
-        st::write(out.iter().map(|(k, t)| (k.clone(), t)), src.metadata()?, &out_dir.join(name))?;
+        st::write(
+            out.iter().map(|(k, t)| (k.clone(), t)),
+            src.metadata()?,
+            &out_dir.join(name),
+        )?;
     }
     if let Some(missing) = deltas.keys().find(|k| !done.contains_key(*k)) {
         return Err(LoraError::MissingKey {
             path: base_dir.to_path_buf(),
             key: missing.clone(),
-            reason: "the model has an adapter on this layer but the base checkpoint has no such weight".into(),
+            reason:
+                "the model has an adapter on this layer but the base checkpoint has no such weight"
+                    .into(),
         });
     }
     for name in other_files {

@@ -48,7 +48,9 @@ pub trait LoraModel<B: Backend>: Module<B> {
 }
 
 fn adapter_params<B: Backend>(l: &LoraLinear<B>) -> usize {
-    let n = |p: &Option<burn::module::Param<Tensor<B, 2>>>| p.as_ref().map_or(0, |p| p.shape().num_elements());
+    let n = |p: &Option<burn::module::Param<Tensor<B, 2>>>| {
+        p.as_ref().map_or(0, |p| p.shape().num_elements())
+    };
     n(&l.lora_a) + n(&l.lora_b)
 }
 
@@ -118,7 +120,9 @@ pub fn layer_seed(seed: u64, path: &str) -> u64 {
 
 /// `n` draws of U(-bound, bound) in f32.
 fn uniform(rng: &mut impl Rng, n: usize, bound: f64) -> Vec<f32> {
-    (0..n).map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32).collect()
+    (0..n)
+        .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+        .collect()
 }
 
 /// `n` draws of N(0, std²) in f32 (Box-Muller in f64).
@@ -173,7 +177,11 @@ pub fn apply_lora<B: Backend, M: LoraModel<B>>(
     cfg.validate()?;
     let selector = cfg.selector()?;
     let shape = model.shape();
-    let chosen: Vec<String> = shape.select(&selector)?.into_iter().map(|l| l.path.clone()).collect();
+    let chosen: Vec<String> = shape
+        .select(&selector)?
+        .into_iter()
+        .map(|l| l.path.clone())
+        .collect();
     let r = cfg.lora_rank;
     for (path, layer) in model.lora_linears_mut() {
         layer.remove_adapter();

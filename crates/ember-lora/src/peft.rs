@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, backend::Backend};
 use serde_json::{Map, Value, json};
 
+use crate::LoraError;
 use crate::config::{InitLoraWeights, LoraConfig, scaling};
 use crate::error::io_err;
 use crate::model::{LoraModel, adapted_modules};
 use crate::st::{self, MappedFile, OwnedTensor};
 use crate::targets::{TargetModules, TargetSelector};
-use crate::LoraError;
 
 /// File names PEFT uses (`peft/utils/constants.py`).
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -75,7 +75,11 @@ fn is_unset(v: &Value) -> bool {
 impl AdapterConfig {
     /// The PEFT view of ember's settings. With `lora_target = "all"`, `target_modules` lists the
     /// names of the `adapted` modules (as LLaMA-Factory writes them).
-    pub fn from_lora_config(cfg: &LoraConfig, adapted: &[String], base_model_name_or_path: Option<&str>) -> Self {
+    pub fn from_lora_config(
+        cfg: &LoraConfig,
+        adapted: &[String],
+        base_model_name_or_path: Option<&str>,
+    ) -> Self {
         let target_modules = match &cfg.lora_target {
             TargetModules::AllLinear => {
                 let names: BTreeSet<String> = adapted
@@ -180,12 +184,18 @@ impl AdapterConfig {
             value: value.to_string(),
             hint: hint.map(str::to_string),
         };
-        let obj: &Map<String, Value> = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+        let obj: &Map<String, Value> = v
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
         let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
         match get("peft_type").and_then(Value::as_str) {
             Some("LORA") => {}
             Some(_) => {
-                return Err(unsupported("peft_type", &obj["peft_type"], Some("only LORA adapters")));
+                return Err(unsupported(
+                    "peft_type",
+                    &obj["peft_type"],
+                    Some("only LORA adapters"),
+                ));
             }
             None => return Err(bad("`peft_type` is missing".into())),
         }
@@ -200,7 +210,9 @@ impl AdapterConfig {
         let number = |k: &str, default: f64| -> Result<f64, LoraError> {
             match get(k) {
                 None => Ok(default),
-                Some(v) => v.as_f64().ok_or_else(|| bad(format!("`{k}` is not a number: {v}"))),
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| bad(format!("`{k}` is not a number: {v}"))),
             }
         };
         let r = match get("r") {
@@ -208,7 +220,8 @@ impl AdapterConfig {
             Some(v) => v
                 .as_u64()
                 .filter(|r| *r > 0)
-                .ok_or_else(|| bad(format!("`r` must be a positive integer, found {v}")))? as usize,
+                .ok_or_else(|| bad(format!("`r` must be a positive integer, found {v}")))?
+                as usize,
         };
         let targets = |k: &str| -> Result<Option<TargetModules>, LoraError> {
             match get(k) {
@@ -217,34 +230,61 @@ impl AdapterConfig {
                 Some(Value::String(s)) => Ok(Some(TargetModules::Regex(s.clone()))),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(format!("`{k}` holds a non-string: {x}"))))
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad(format!("`{k}` holds a non-string: {x}")))
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .map(|n| Some(TargetModules::Names(n))),
                 Some(v) => Err(bad(format!("`{k}` must be a list or a string, found {v}"))),
             }
         };
         let target_modules = targets("target_modules")?.ok_or_else(|| {
-            bad("`target_modules` is missing (PEFT's per-architecture defaults are not supported)".into())
+            bad(
+                "`target_modules` is missing (PEFT's per-architecture defaults are not supported)"
+                    .into(),
+            )
         })?;
         let layers_to_transform = match get("layers_to_transform") {
             None => None,
-            Some(Value::Number(n)) => Some(vec![n.as_u64().ok_or_else(|| bad(format!("`layers_to_transform`: {n}")))? as usize]),
+            Some(Value::Number(n)) => Some(vec![
+                n.as_u64()
+                    .ok_or_else(|| bad(format!("`layers_to_transform`: {n}")))?
+                    as usize,
+            ]),
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|x| x.as_u64().map(|i| i as usize).ok_or_else(|| bad(format!("`layers_to_transform` holds {x}"))))
+                    .map(|x| {
+                        x.as_u64()
+                            .map(|i| i as usize)
+                            .ok_or_else(|| bad(format!("`layers_to_transform` holds {x}")))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
-            Some(v) => return Err(bad(format!("`layers_to_transform` must be an int or a list, found {v}"))),
+            Some(v) => {
+                return Err(bad(format!(
+                    "`layers_to_transform` must be an int or a list, found {v}"
+                )));
+            }
         };
         let layers_pattern = match get("layers_pattern") {
             None => None,
             Some(Value::String(s)) => Some(vec![s.clone()]),
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(format!("`layers_pattern` holds {x}"))))
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad(format!("`layers_pattern` holds {x}")))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
-            Some(v) => return Err(bad(format!("`layers_pattern` must be a string or a list, found {v}"))),
+            Some(v) => {
+                return Err(bad(format!(
+                    "`layers_pattern` must be a string or a list, found {v}"
+                )));
+            }
         };
         let cfg = Self {
             r,
@@ -255,12 +295,19 @@ impl AdapterConfig {
             exclude_modules: targets("exclude_modules")?,
             layers_to_transform,
             layers_pattern,
-            init_lora_weights: get("init_lora_weights").map(InitLoraWeights::from_json).unwrap_or_default(),
-            base_model_name_or_path: get("base_model_name_or_path").and_then(Value::as_str).map(str::to_string),
+            init_lora_weights: get("init_lora_weights")
+                .map(InitLoraWeights::from_json)
+                .unwrap_or_default(),
+            base_model_name_or_path: get("base_model_name_or_path")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             task_type: get("task_type").and_then(Value::as_str).map(str::to_string),
         };
         if !(0.0..1.0).contains(&cfg.lora_dropout) {
-            return Err(bad(format!("`lora_dropout` = {} must be in [0, 1)", cfg.lora_dropout)));
+            return Err(bad(format!(
+                "`lora_dropout` = {} must be in [0, 1)",
+                cfg.lora_dropout
+            )));
         }
         cfg.selector().map_err(bad)?;
         Ok(cfg)
@@ -321,7 +368,11 @@ fn targeted<B: Backend, M: LoraModel<B>>(
 
 /// Writes the model's adapters in PEFT's format to `dir` (created if needed). `cfg` must describe
 /// them (rank, targets and scaling are checked), so that PEFT rebuilds the same model.
-pub fn save_peft<B: Backend, M: LoraModel<B>>(model: &M, cfg: &AdapterConfig, dir: &Path) -> Result<(), LoraError> {
+pub fn save_peft<B: Backend, M: LoraModel<B>>(
+    model: &M,
+    cfg: &AdapterConfig,
+    dir: &Path,
+) -> Result<(), LoraError> {
     let adapted = adapted_modules(model);
     if adapted.is_empty() {
         return Err(LoraError::NoAdapters);
@@ -343,9 +394,15 @@ pub fn save_peft<B: Backend, M: LoraModel<B>>(model: &M, cfg: &AdapterConfig, di
     }
     let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
     for (path, layer) in model.lora_linears() {
-        let (Some(a), Some(b)) = (&layer.lora_a, &layer.lora_b) else { continue };
+        let (Some(a), Some(b)) = (&layer.lora_a, &layer.lora_b) else {
+            continue;
+        };
         if layer.rank() != Some(cfg.r) {
-            return Err(mismatch(format!("{path} has rank {:?}, the config says r = {}", layer.rank(), cfg.r)));
+            return Err(mismatch(format!(
+                "{path} has rank {:?}, the config says r = {}",
+                layer.rank(),
+                cfg.r
+            )));
         }
         if (layer.scaling - cfg.scaling()).abs() > 1e-9 * cfg.scaling().abs() {
             return Err(mismatch(format!(
@@ -356,13 +413,18 @@ pub fn save_peft<B: Backend, M: LoraModel<B>>(model: &M, cfg: &AdapterConfig, di
         }
         for (factor, p) in [('A', a), ('B', b)] {
             let data = p.val().detach().cast(burn::tensor::DType::F32).into_data();
-            let t = OwnedTensor::from_data(data).ok_or_else(|| mismatch("adapter is not f32".into()))?;
+            let t = OwnedTensor::from_data(data)
+                .ok_or_else(|| mismatch("adapter is not f32".into()))?;
             tensors.push((adapter_key(&path, factor), t));
         }
     }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     tensors.sort_by(|x, y| x.0.cmp(&y.0));
-    st::write(tensors.iter().map(|(k, t)| (k.clone(), t)), st::pt_metadata(), &dir.join(ADAPTER_WEIGHTS))?;
+    st::write(
+        tensors.iter().map(|(k, t)| (k.clone(), t)),
+        st::pt_metadata(),
+        &dir.join(ADAPTER_WEIGHTS),
+    )?;
     let text = serde_json::to_string_pretty(&cfg.to_json()).map_err(|e| mismatch(e.to_string()))?;
     std::fs::write(&config_path, text + "\n").map_err(io_err(&config_path))?;
     Ok(())
@@ -384,8 +446,11 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
     let weights_path: PathBuf = dir.join(ADAPTER_WEIGHTS);
     let file = MappedFile::open(&weights_path)?;
     let wanted = targeted(model, &cfg, &dir.join(ADAPTER_CONFIG))?;
-    let all_linears: BTreeMap<String, (usize, usize)> =
-        model.lora_linears().into_iter().map(|(p, l)| (p, l.dims())).collect();
+    let all_linears: BTreeMap<String, (usize, usize)> = model
+        .lora_linears()
+        .into_iter()
+        .map(|(p, l)| (p, l.dims()))
+        .collect();
     let unexpected = |key: &str, reason: String| LoraError::UnexpectedKey {
         path: weights_path.clone(),
         key: key.to_string(),
@@ -395,11 +460,19 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
     let st = file.tensors()?;
     let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     keys.sort();
-    let mut found: BTreeMap<String, (Option<burn::tensor::TensorData>, Option<burn::tensor::TensorData>)> =
-        BTreeMap::new();
+    let mut found: BTreeMap<
+        String,
+        (
+            Option<burn::tensor::TensorData>,
+            Option<burn::tensor::TensorData>,
+        ),
+    > = BTreeMap::new();
     for key in &keys {
         let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
-            return Err(unexpected(key, format!("PEFT adapter keys start with `{KEY_PREFIX}`")));
+            return Err(unexpected(
+                key,
+                format!("PEFT adapter keys start with `{KEY_PREFIX}`"),
+            ));
         };
         let (module, factor) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
             (m, 'A')
@@ -412,12 +485,20 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
             ));
         };
         let Some(&(inp, out)) = all_linears.get(module) else {
-            return Err(unexpected(key, format!("the base model has no linear layer `{module}` (an adapter for another base model?)")));
+            return Err(unexpected(
+                key,
+                format!(
+                    "the base model has no linear layer `{module}` (an adapter for another base model?)"
+                ),
+            ));
         };
         if !wanted.contains_key(module) {
             return Err(unexpected(
                 key,
-                format!("`{module}` is not a target of {ADAPTER_CONFIG} (target_modules {})", cfg.target_modules.describe()),
+                format!(
+                    "`{module}` is not a target of {ADAPTER_CONFIG} (target_modules {})",
+                    cfg.target_modules.describe()
+                ),
             ));
         }
         let data = st::read_f32(&file, key)?;
@@ -426,7 +507,10 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
             'A' => (vec![cfg.r, inp], 0),
             _ => (vec![out, cfg.r], 1),
         };
-        if shape.len() == 2 && shape[rank_dim] != cfg.r && shape[1 - rank_dim] == expected[1 - rank_dim] {
+        if shape.len() == 2
+            && shape[rank_dim] != cfg.r
+            && shape[1 - rank_dim] == expected[1 - rank_dim]
+        {
             return Err(LoraError::RankMismatch {
                 path: weights_path.clone(),
                 key: key.clone(),
@@ -464,7 +548,10 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
             None => {
                 return Err(missing(
                     'A',
-                    &format!("{ADAPTER_CONFIG} targets this module (target_modules {})", cfg.target_modules.describe()),
+                    &format!(
+                        "{ADAPTER_CONFIG} targets this module (target_modules {})",
+                        cfg.target_modules.describe()
+                    ),
                 ));
             }
         }
@@ -474,7 +561,10 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
 
 /// Loads a PEFT adapter directory into `model`: the targeted layers get its factors (f32) and scaling,
 /// every other layer loses its adapter. Nothing changes when the adapter does not fit the model.
-pub fn load_peft<B: Backend, M: LoraModel<B>>(model: &mut M, dir: &Path) -> Result<AdapterConfig, LoraError> {
+pub fn load_peft<B: Backend, M: LoraModel<B>>(
+    model: &mut M,
+    dir: &Path,
+) -> Result<AdapterConfig, LoraError> {
     let (cfg, mut factors) = read_checked(model, dir)?;
     let scaling = cfg.scaling();
     for (path, layer) in model.lora_linears_mut() {

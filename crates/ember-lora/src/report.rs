@@ -5,9 +5,9 @@ use std::fmt;
 
 use burn::tensor::backend::Backend;
 
+use crate::LoraError;
 use crate::config::LoraConfig;
 use crate::model::{LoraModel, ModelShape};
-use crate::LoraError;
 
 /// Trainable and total parameter counts (the total includes the adapter, as PEFT counts it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,9 @@ mod tests {
             trainable: 1,
             all: 3,
         };
-        assert_eq!(r.to_string(), "trainable params: 1 || all params: 3 || trainable%: 33.3333");
+        assert_eq!(
+            r.to_string(),
+            "trainable params: 1 || all params: 3 || trainable%: 33.3333"
+        );
     }
 }

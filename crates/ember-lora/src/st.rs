@@ -8,8 +8,8 @@ use burn::tensor::{DType, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors, View};
 
-use crate::error::io_err;
 use crate::LoraError;
+use crate::error::io_err;
 
 /// A memory-mapped safetensors file.
 pub(crate) struct MappedFile {
@@ -40,10 +40,11 @@ impl MappedFile {
 
     /// The header's `__metadata__`, kept when a file is rewritten.
     pub fn metadata(&self) -> Result<Option<std::collections::HashMap<String, String>>, LoraError> {
-        let (_, meta) = SafeTensors::read_metadata(&self.mmap).map_err(|e| LoraError::Safetensors {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&self.mmap).map_err(|e| LoraError::Safetensors {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(meta.metadata().clone())
     }
 }
@@ -79,7 +80,10 @@ pub(crate) fn read_f32(file: &MappedFile, key: &str) -> Result<TensorData, LoraE
         key: key.to_string(),
         dtype: format!("{:?}", view.dtype()),
     })?;
-    Ok(TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype).convert_dtype(DType::F32))
+    Ok(
+        TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype)
+            .convert_dtype(DType::F32),
+    )
 }
 
 /// An owned tensor to write.
@@ -162,5 +166,9 @@ pub(crate) fn write<'a, V: View + 'a>(
 }
 
 pub(crate) fn pt_metadata() -> Option<std::collections::HashMap<String, String>> {
-    Some([("format".to_string(), "pt".to_string())].into_iter().collect())
+    Some(
+        [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect(),
+    )
 }

@@ -58,9 +58,12 @@ fn full_match(pattern: &str) -> Result<Regex, String> {
 
 /// `path == name` or `path` ends with `.name`.
 fn names_match(names: &[String], path: &str) -> bool {
-    names
-        .iter()
-        .any(|n| path == n || path.strip_suffix(n.as_str()).is_some_and(|p| p.ends_with('.')))
+    names.iter().any(|n| {
+        path == n
+            || path
+                .strip_suffix(n.as_str())
+                .is_some_and(|p| p.ends_with('.'))
+    })
 }
 
 impl TargetSelector {
@@ -85,7 +88,10 @@ impl TargetSelector {
             None => vec![Regex::new(r"^.*?\.[^.]*\.(\d+)\.").map_err(|e| e.to_string())?],
             Some(patterns) => patterns
                 .iter()
-                .map(|p| Regex::new(&format!(r"^(?:.*?\.)?{p}\.(\d+)\.")).map_err(|e| format!("layers_pattern: {e}")))
+                .map(|p| {
+                    Regex::new(&format!(r"^(?:.*?\.)?{p}\.(\d+)\."))
+                        .map_err(|e| format!("layers_pattern: {e}"))
+                })
                 .collect::<Result<_, _>>()?,
         };
         Ok(Self {
@@ -125,7 +131,10 @@ impl TargetSelector {
         let by_name = match &self.targets {
             TargetModules::Regex(_) => {
                 // PEFT applies layers_to_transform only to name lists.
-                return self.target_regex.as_ref().is_some_and(|re| re.is_match(path));
+                return self
+                    .target_regex
+                    .as_ref()
+                    .is_some_and(|re| re.is_match(path));
             }
             TargetModules::Names(n) => names_match(n, path),
             TargetModules::AllLinear => !names_match(output_layers, path),
@@ -147,7 +156,8 @@ mod tests {
 
     #[test]
     fn names_match_whole_components_only() {
-        let s = TargetSelector::new(names(&["q_proj", "up_proj"]), None, None, None).expect("selector");
+        let s =
+            TargetSelector::new(names(&["q_proj", "up_proj"]), None, None, None).expect("selector");
         let out = vec!["lm_head".to_string()];
         assert!(s.selects("model.layers.0.self_attn.q_proj", &out));
         assert!(s.selects("q_proj", &out));
@@ -166,14 +176,20 @@ mod tests {
 
     #[test]
     fn layers_to_transform_reads_the_first_layer_index() {
-        let s = TargetSelector::new(names(&["q_proj"]), None, Some(vec![1, 3]), None).expect("selector");
+        let s = TargetSelector::new(names(&["q_proj"]), None, Some(vec![1, 3]), None)
+            .expect("selector");
         assert_eq!(s.layer_index("model.layers.12.experts.0.q_proj"), Some(12));
         assert!(s.selects("model.layers.1.self_attn.q_proj", &[]));
         assert!(s.selects("model.layers.3.self_attn.q_proj", &[]));
         assert!(!s.selects("model.layers.2.self_attn.q_proj", &[]));
         assert!(!s.selects("model.layers.13.self_attn.q_proj", &[]));
-        let p = TargetSelector::new(names(&["q_proj"]), None, Some(vec![2]), Some(vec!["h".into()]))
-            .expect("selector");
+        let p = TargetSelector::new(
+            names(&["q_proj"]),
+            None,
+            Some(vec![2]),
+            Some(vec!["h".into()]),
+        )
+        .expect("selector");
         assert!(p.selects("transformer.h.2.attn.q_proj", &[]));
         assert!(!p.selects("model.layers.2.self_attn.q_proj", &[]));
     }
@@ -196,7 +212,13 @@ mod tests {
 
     #[test]
     fn llama_factory_spellings() {
-        assert_eq!(TargetModules::parse_llama_factory("all"), TargetModules::AllLinear);
-        assert_eq!(TargetModules::parse_llama_factory(" q_proj, v_proj "), names(&["q_proj", "v_proj"]));
+        assert_eq!(
+            TargetModules::parse_llama_factory("all"),
+            TargetModules::AllLinear
+        );
+        assert_eq!(
+            TargetModules::parse_llama_factory(" q_proj, v_proj "),
+            names(&["q_proj", "v_proj"])
+        );
     }
 }

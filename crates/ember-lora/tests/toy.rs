@@ -9,8 +9,9 @@ use burn::tensor::{DType, Distribution, ElementConversion, Tensor, TensorData, b
 use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_key};
 use ember_lora::{
-    AdapterConfig, InitLoraWeights, LoraConfig, LoraError, LoraLinear, LoraModel, ParamReport, TargetModules,
-    apply_lora, export_merged, load_peft, merge, merge_and_unload, save_peft, set_dropout_seed, unmerge,
+    AdapterConfig, InitLoraWeights, LoraConfig, LoraError, LoraLinear, LoraModel, ParamReport,
+    TargetModules, apply_lora, export_merged, load_peft, merge, merge_and_unload, save_peft,
+    set_dropout_seed, unmerge,
 };
 
 const IN: usize = 24;
@@ -31,19 +32,35 @@ struct Toy<B: Backend> {
 
 fn seeded(seed: u64, shape: [usize; 2]) -> Vec<f32> {
     // A small LCG: deterministic base weights without depending on a backend's generator.
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..shape[0] * shape[1])
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
         })
         .collect()
 }
 
-fn lin<B: Backend>(seed: u64, inp: usize, out: usize, bias: bool, dtype: DType, device: &B::Device) -> LoraLinear<B> {
-    let w = Tensor::<B, 2>::from_data(TensorData::new(seeded(seed, [out, inp]), [out, inp]), device).cast(dtype);
+fn lin<B: Backend>(
+    seed: u64,
+    inp: usize,
+    out: usize,
+    bias: bool,
+    dtype: DType,
+    device: &B::Device,
+) -> LoraLinear<B> {
+    let w = Tensor::<B, 2>::from_data(
+        TensorData::new(seeded(seed, [out, inp]), [out, inp]),
+        device,
+    )
+    .cast(dtype);
     let b = bias.then(|| {
-        Tensor::<B, 1>::from_data(TensorData::new(seeded(seed + 99, [1, out]), [out]), device).cast(dtype)
+        Tensor::<B, 1>::from_data(TensorData::new(seeded(seed + 99, [1, out]), [out]), device)
+            .cast(dtype)
     });
     LoraLinear::frozen(w, b)
 }
@@ -64,7 +81,9 @@ impl<B: Backend> Toy<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let mut h = x;
         for b in &self.layers {
-            h = h.clone() + b.down.forward(burn::tensor::activation::relu(b.up.forward(h)));
+            h = h.clone()
+                + b.down
+                    .forward(burn::tensor::activation::relu(b.up.forward(h)));
         }
         self.lm_head.forward(h).cast(DType::F32)
     }
@@ -113,7 +132,10 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn cfg(r: usize, init: InitLoraWeights) -> LoraConfig {
@@ -148,43 +170,77 @@ fn init_follows_peft_and_is_the_same_on_every_backend() {
         fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
             let mut m = Toy::<B>::new(DType::F32, &device);
             let adapted = apply_lora(&mut m, &cfg(4, self.0), self.1).expect("apply");
-            assert_eq!(adapted, ["layers.0.up", "layers.0.down", "layers.1.up", "layers.1.down"]);
-            assert!(!m.lm_head.has_adapter(), "`all` leaves the output layer out");
+            assert_eq!(
+                adapted,
+                [
+                    "layers.0.up",
+                    "layers.0.down",
+                    "layers.1.up",
+                    "layers.1.down"
+                ]
+            );
+            assert!(
+                !m.lm_head.has_adapter(),
+                "`all` leaves the output layer out"
+            );
             m.lora_linears()
                 .into_iter()
                 .filter(|(_, l)| l.has_adapter())
                 .map(|(p, l)| {
                     let a = l.lora_a.as_ref().expect("a");
                     assert_eq!(a.val().dtype(), DType::F32);
-                    (p, to_vec(a.val()), to_vec(l.lora_b.as_ref().expect("b").val()))
+                    (
+                        p,
+                        to_vec(a.val()),
+                        to_vec(l.lora_b.as_ref().expect("b").val()),
+                    )
                 })
                 .collect()
         }
     }
     let runs = for_each_cpu_backend(|| Init(InitLoraWeights::Kaiming, 7));
     for (backend, layers) in &runs {
-        assert_eq!(layers, &runs[0].1, "{backend} draws other values than {}", runs[0].0);
+        assert_eq!(
+            layers, &runs[0].1,
+            "{backend} draws other values than {}",
+            runs[0].0
+        );
         for (path, a, b) in layers {
             let inp = if path.ends_with("up") { IN } else { HID };
             let bound = 1.0 / (inp as f32).sqrt();
-            assert!(a.iter().all(|x| x.abs() <= bound), "{path}: A outside U(-1/sqrt(in), 1/sqrt(in))");
-            assert!(a.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.9 * bound, "{path}: A does not fill its range");
+            assert!(
+                a.iter().all(|x| x.abs() <= bound),
+                "{path}: A outside U(-1/sqrt(in), 1/sqrt(in))"
+            );
+            assert!(
+                a.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.9 * bound,
+                "{path}: A does not fill its range"
+            );
             assert!(b.iter().all(|x| *x == 0.0), "{path}: B must start at zero");
         }
     }
     let other = for_each_cpu_backend(|| Init(InitLoraWeights::Kaiming, 8));
     assert_ne!(other[0].1[0].1, runs[0].1[0].1, "the seed must matter");
-    assert_ne!(runs[0].1[0].1, runs[0].1[2].1, "layers must get different values");
+    assert_ne!(
+        runs[0].1[0].1, runs[0].1[2].1,
+        "layers must get different values"
+    );
 
     for (_, layers) in for_each_cpu_backend(|| Init(InitLoraWeights::Gaussian, 7)) {
         let a: Vec<f32> = layers.iter().flat_map(|l| l.1.clone()).collect();
         let std = (a.iter().map(|x| (x * x) as f64).sum::<f64>() / a.len() as f64).sqrt();
-        assert!((std - 0.25).abs() < 0.025, "gaussian A std {std}, PEFT uses 1/r = 0.25");
+        assert!(
+            (std - 0.25).abs() < 0.025,
+            "gaussian A std {std}, PEFT uses 1/r = 0.25"
+        );
         assert!(layers.iter().all(|l| l.2.iter().all(|x| *x == 0.0)));
     }
     for (_, layers) in for_each_cpu_backend(|| Init(InitLoraWeights::Random, 7)) {
         for (_, _, b) in layers {
-            assert!(b.iter().all(|x| x.abs() <= 0.5) && b.iter().any(|x| x.abs() > 0.1), "B ~ U(-1/sqrt(r), 1/sqrt(r))");
+            assert!(
+                b.iter().all(|x| x.abs() <= 0.5) && b.iter().any(|x| x.abs() > 0.1),
+                "B ~ U(-1/sqrt(r), 1/sqrt(r))"
+            );
         }
     }
 }
@@ -203,15 +259,26 @@ fn forward_adds_the_scaled_adapter_and_keeps_it_f32_on_a_bf16_base() {
             assert_eq!(y.dtype(), dtype);
             assert_eq!(layer.lora_a.as_ref().expect("a").val().dtype(), DType::F32);
             // Host reference in f64.
-            let (xv, wv, bv) = (to_vec(x), to_vec(layer.weight.val()), to_vec(layer.bias.as_ref().expect("bias").val()));
+            let (xv, wv, bv) = (
+                to_vec(x),
+                to_vec(layer.weight.val()),
+                to_vec(layer.bias.as_ref().expect("bias").val()),
+            );
             let (av, bbv) = (to_vec(a), to_vec(b));
             let mut want = vec![0.0f64; 3 * HID];
             for i in 0..3 {
                 let ax: Vec<f64> = (0..r)
-                    .map(|k| (0..IN).map(|j| av[k * IN + j] as f64 * xv[i * IN + j] as f64).sum())
+                    .map(|k| {
+                        (0..IN)
+                            .map(|j| av[k * IN + j] as f64 * xv[i * IN + j] as f64)
+                            .sum()
+                    })
                     .collect();
                 for o in 0..HID {
-                    let base: f64 = (0..IN).map(|j| wv[o * IN + j] as f64 * xv[i * IN + j] as f64).sum::<f64>() + bv[o] as f64;
+                    let base: f64 = (0..IN)
+                        .map(|j| wv[o * IN + j] as f64 * xv[i * IN + j] as f64)
+                        .sum::<f64>()
+                        + bv[o] as f64;
                     let delta: f64 = (0..r).map(|k| bbv[o * r + k] as f64 * ax[k]).sum();
                     want[i * HID + o] = base + 1.5 * delta;
                 }
@@ -219,7 +286,10 @@ fn forward_adds_the_scaled_adapter_and_keeps_it_f32_on_a_bf16_base() {
             let want: Vec<f32> = want.into_iter().map(|v| v as f32).collect();
             let tol = if dtype == DType::F32 { 1e-4 } else { 0.1 };
             let d = max_diff(&to_vec(y), &want);
-            assert!(d <= tol, "{dtype:?}: forward differs from x Wᵀ + b + s B A x by {d}");
+            assert!(
+                d <= tol,
+                "{dtype:?}: forward differs from x Wᵀ + b + s B A x by {d}"
+            );
         }
     });
 }
@@ -231,20 +301,32 @@ fn only_the_adapter_factors_get_gradients() {
         apply_lora(&mut m, &cfg(2, InitLoraWeights::Random), 1).expect("apply");
         let grads = m.forward(input(&device)).powf_scalar(2.0).sum().backward();
         for (path, l) in m.lora_linears() {
-            assert!(l.weight.grad(&grads).is_none(), "{path}.weight is frozen but got a gradient");
+            assert!(
+                l.weight.grad(&grads).is_none(),
+                "{path}.weight is frozen but got a gradient"
+            );
             if let Some(b) = &l.bias {
-                assert!(b.grad(&grads).is_none(), "{path}.bias is frozen but got a gradient");
+                assert!(
+                    b.grad(&grads).is_none(),
+                    "{path}.bias is frozen but got a gradient"
+                );
             }
             if let (Some(a), Some(b)) = (&l.lora_a, &l.lora_b) {
                 let ga = a.grad(&grads).expect("lora_a gradient");
                 let gb = b.grad(&grads).expect("lora_b gradient");
                 assert_eq!(ga.dims(), a.dims());
                 assert_eq!(gb.dims(), b.dims());
-                assert!(to_vec(gb).iter().any(|g| *g != 0.0), "{path}: zero gradient on B");
+                assert!(
+                    to_vec(gb).iter().any(|g| *g != 0.0),
+                    "{path}: zero gradient on B"
+                );
             }
         }
         let report = ParamReport::of_model(&m);
-        assert_eq!(report, ParamReport::from_shape(&m.shape(), &cfg(2, InitLoraWeights::Random)).expect("report"));
+        assert_eq!(
+            report,
+            ParamReport::from_shape(&m.shape(), &cfg(2, InitLoraWeights::Random)).expect("report")
+        );
         assert_eq!(report.trainable, 2 * 2 * (IN + HID) as u64 * 2);
         assert_eq!(report.all, m.num_params() as u64);
     });
@@ -273,11 +355,20 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         assert_eq!(first, again, "the same seed must replay the same masks");
         set_dropout_seed(&mut m, 12);
         let other = to_vec(m.forward(x.clone()));
-        assert!(max_diff(&first, &other) > 1e-3, "another seed must draw other masks");
-        assert!(max_diff(&first, &no_dropout) > 1e-3, "dropout had no effect in training");
+        assert!(
+            max_diff(&first, &other) > 1e-3,
+            "another seed must draw other masks"
+        );
+        assert!(
+            max_diff(&first, &no_dropout) > 1e-3,
+            "dropout had no effect in training"
+        );
         // Inference (no autodiff): no dropout.
         let inference = to_vec(m.valid().forward(input::<B::InnerBackend>(&device)));
-        assert!(max_diff(&inference, &no_dropout) < 1e-5, "dropout applied outside training");
+        assert!(
+            max_diff(&inference, &no_dropout) < 1e-5,
+            "dropout applied outside training"
+        );
         // With B = 0 the adapter adds nothing, so dropout on its input must change nothing.
         for (_, l) in m.lora_linears_mut() {
             if let Some(b) = l.lora_b.take() {
@@ -286,7 +377,10 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         }
         let mut base = Toy::<B>::new(DType::F32, &device);
         base.lm_head = m.lm_head.clone();
-        assert!(max_diff(&to_vec(m.forward(x.clone())), &to_vec(base.forward(x))) < 1e-6, "dropout reached the base path");
+        assert!(
+            max_diff(&to_vec(m.forward(x.clone())), &to_vec(base.forward(x))) < 1e-6,
+            "dropout reached the base path"
+        );
     });
 }
 
@@ -300,12 +394,24 @@ fn merge_unmerge_and_unload_keep_the_function() {
         let y = to_vec(m.forward(x.clone()));
         merge(&mut m);
         assert!(m.layers[0].up.merged);
-        assert!(max_diff(&to_vec(m.layers[0].up.weight.val()), &w0) > 1e-3, "merge did not change the weight");
-        assert!(max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5, "merged != unmerged");
+        assert!(
+            max_diff(&to_vec(m.layers[0].up.weight.val()), &w0) > 1e-3,
+            "merge did not change the weight"
+        );
+        assert!(
+            max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5,
+            "merged != unmerged"
+        );
         merge(&mut m); // idempotent
-        assert!(max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5, "merging twice added the adapter twice");
+        assert!(
+            max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5,
+            "merging twice added the adapter twice"
+        );
         unmerge(&mut m);
-        assert!(max_diff(&to_vec(m.layers[0].up.weight.val()), &w0) <= 1e-6, "unmerge did not restore W");
+        assert!(
+            max_diff(&to_vec(m.layers[0].up.weight.val()), &w0) <= 1e-6,
+            "unmerge did not restore W"
+        );
         assert!(max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5);
         merge_and_unload(&mut m);
         assert!(m.lora_linears().iter().all(|(_, l)| !l.has_adapter()));
@@ -328,7 +434,12 @@ fn write_base(dir: &Path, tensors: Vec<(String, TensorData)>) {
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
         .iter()
-        .map(|(k, dt, s, b)| (k.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).expect("view")))
+        .map(|(k, dt, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), b).expect("view"),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).expect("write");
     std::fs::write(dir.join("config.json"), "{\"toy\": true}").expect("config");
@@ -346,7 +457,10 @@ fn merged_export_keeps_keys_and_dtype_and_holds_w_plus_delta() {
             apply_lora(&mut m, &cfg(4, InitLoraWeights::Random), 5).expect("apply");
             let delta = to_vec(m.layers[1].down.delta_weight().expect("delta"));
             export_merged(&m, &base_dir, &out_dir).expect("export");
-            assert_eq!(std::fs::read(out_dir.join("config.json")).ok(), std::fs::read(base_dir.join("config.json")).ok());
+            assert_eq!(
+                std::fs::read(out_dir.join("config.json")).ok(),
+                std::fs::read(base_dir.join("config.json")).ok()
+            );
             assert!(out_dir.join("tokenizer.json").is_file());
             let base_bytes = std::fs::read(base_dir.join("model.safetensors")).expect("base");
             let out_bytes = std::fs::read(out_dir.join("model.safetensors")).expect("merged");
@@ -367,15 +481,28 @@ fn merged_export_keeps_keys_and_dtype_and_holds_w_plus_delta() {
                 assert_eq!(b.data() != o.data(), merged, "{k}: merged = {merged}");
             }
             let read = |v: safetensors::tensor::TensorView<'_>| -> Vec<f32> {
-                let dt = if v.dtype() == safetensors::Dtype::BF16 { DType::BF16 } else { DType::F32 };
-                TensorData::from_bytes_vec(v.data().to_vec(), v.shape().to_vec(), dt).convert::<f32>().to_vec().expect("f32")
+                let dt = if v.dtype() == safetensors::Dtype::BF16 {
+                    DType::BF16
+                } else {
+                    DType::F32
+                };
+                TensorData::from_bytes_vec(v.data().to_vec(), v.shape().to_vec(), dt)
+                    .convert::<f32>()
+                    .to_vec()
+                    .expect("f32")
             };
             let w = read(base.tensor("layers.1.down.weight").expect("w"));
             let got = read(out.tensor("layers.1.down.weight").expect("w"));
             let want: Vec<f32> = w.iter().zip(&delta).map(|(w, d)| w + d).collect();
             let tol = if dtype == DType::F32 { 1e-6 } else { 4e-3 };
-            assert!(max_diff(&got, &want) <= tol, "{dtype:?}: merged weight is not W + s B A");
-            let again = export_merged(&m, &base_dir, &out_dir).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                max_diff(&got, &want) <= tol,
+                "{dtype:?}: merged weight is not W + s B A"
+            );
+            let again = export_merged(&m, &base_dir, &out_dir)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(again.contains("not empty"), "{again}");
         }
     });
@@ -406,36 +533,66 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
         let ac = AdapterConfig::from_lora_config(&c, &adapted, Some("toy/base"));
         save_peft(&m, &ac, &dir).expect("save");
 
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG)).expect("config")).expect("json");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(ADAPTER_CONFIG)).expect("config"),
+        )
+        .expect("json");
         assert_eq!(json["peft_type"], "LORA");
         assert_eq!(json["r"], 3);
         assert_eq!(json["lora_alpha"], 9);
         assert_eq!(json["target_modules"], serde_json::json!(["up", "lm_head"]));
         assert_eq!(json["base_model_name_or_path"], "toy/base");
-        for field in ["bias", "fan_in_fan_out", "use_dora", "use_rslora", "init_lora_weights", "task_type", "modules_to_save"] {
-            assert!(json.get(field).is_some(), "adapter_config.json lacks {field}");
+        for field in [
+            "bias",
+            "fan_in_fan_out",
+            "use_dora",
+            "use_rslora",
+            "init_lora_weights",
+            "task_type",
+            "modules_to_save",
+        ] {
+            assert!(
+                json.get(field).is_some(),
+                "adapter_config.json lacks {field}"
+            );
         }
         let bytes = std::fs::read(dir.join(ADAPTER_WEIGHTS)).expect("weights");
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
         let mut keys = st.names();
         keys.sort();
-        assert_eq!(keys, [
-            "base_model.model.layers.0.up.lora_A.weight",
-            "base_model.model.layers.0.up.lora_B.weight",
-            "base_model.model.layers.1.up.lora_A.weight",
-            "base_model.model.layers.1.up.lora_B.weight",
-            "base_model.model.lm_head.lora_A.weight",
-            "base_model.model.lm_head.lora_B.weight",
-        ]);
-        assert_eq!(st.tensor("base_model.model.layers.0.up.lora_A.weight").expect("a").shape(), [3, IN]);
-        assert_eq!(st.tensor("base_model.model.lm_head.lora_B.weight").expect("b").shape(), [VOCAB, 3]);
+        assert_eq!(
+            keys,
+            [
+                "base_model.model.layers.0.up.lora_A.weight",
+                "base_model.model.layers.0.up.lora_B.weight",
+                "base_model.model.layers.1.up.lora_A.weight",
+                "base_model.model.layers.1.up.lora_B.weight",
+                "base_model.model.lm_head.lora_A.weight",
+                "base_model.model.lm_head.lora_B.weight",
+            ]
+        );
+        assert_eq!(
+            st.tensor("base_model.model.layers.0.up.lora_A.weight")
+                .expect("a")
+                .shape(),
+            [3, IN]
+        );
+        assert_eq!(
+            st.tensor("base_model.model.lm_head.lora_B.weight")
+                .expect("b")
+                .shape(),
+            [VOCAB, 3]
+        );
 
         let mut back = fresh.clone();
         let loaded = load_peft(&mut back, &dir).expect("load");
         assert_eq!(loaded, ac);
         let x = input::<I<B>>(&device);
-        assert_eq!(to_vec(back.forward(x.clone())), to_vec(m.forward(x)), "reloaded adapter differs");
+        assert_eq!(
+            to_vec(back.forward(x.clone())),
+            to_vec(m.forward(x)),
+            "reloaded adapter differs"
+        );
         for ((p, a), (_, b)) in m.lora_linears().into_iter().zip(back.lora_linears()) {
             assert_eq!(a.scaling, b.scaling, "{p}");
             if let (Some(x), Some(y)) = (&a.lora_a, &b.lora_a) {
@@ -457,7 +614,10 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
             edit(&d);
             let mut model = fresh.clone();
             let e = err_of(load_peft(&mut model, &d));
-            assert!(model.lora_linears().iter().all(|(_, l)| !l.has_adapter()), "{name}: a failed load changed the model");
+            assert!(
+                model.lora_linears().iter().all(|(_, l)| !l.has_adapter()),
+                "{name}: a failed load changed the model"
+            );
             e
         };
         let json_ref = &json;
@@ -470,24 +630,51 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
         };
         let e = err_of(load_peft(&mut fresh.clone(), &tmp.path().join("nope")));
         assert!(e.contains("no such directory"), "{e}");
-        let e = broken("no-weights", &|d| std::fs::remove_file(d.join(ADAPTER_WEIGHTS)).expect("rm"));
+        let e = broken("no-weights", &|d| {
+            std::fs::remove_file(d.join(ADAPTER_WEIGHTS)).expect("rm")
+        });
         assert!(e.contains(ADAPTER_WEIGHTS), "{e}");
-        let e = broken("no-config", &|d| std::fs::remove_file(d.join(ADAPTER_CONFIG)).expect("rm"));
+        let e = broken("no-config", &|d| {
+            std::fs::remove_file(d.join(ADAPTER_CONFIG)).expect("rm")
+        });
         assert!(e.contains(ADAPTER_CONFIG), "{e}");
-        let e = broken("bad-json", &|d| std::fs::write(d.join(ADAPTER_CONFIG), "{").expect("w"));
+        let e = broken("bad-json", &|d| {
+            std::fs::write(d.join(ADAPTER_CONFIG), "{").expect("w")
+        });
         assert!(e.contains(ADAPTER_CONFIG), "{e}");
         let e = broken("ia3", &set_config("peft_type", "IA3".into()));
-        assert!(e.contains("peft_type") && e.contains("not supported"), "{e}");
+        assert!(
+            e.contains("peft_type") && e.contains("not supported"),
+            "{e}"
+        );
         let e = broken("dora", &set_config("use_dora", true.into()));
         assert!(e.contains("use_dora"), "{e}");
         let e = broken("bias", &set_config("bias", "all".into()));
         assert!(e.contains("bias"), "{e}");
         let e = broken("rank", &set_config("r", 2.into()));
-        assert!(e.contains("lora_A.weight") && e.contains("rank 3") && e.contains("r = 2"), "{e}");
-        let e = broken("targets", &set_config("target_modules", serde_json::json!(["up"])));
-        assert!(e.contains(&adapter_key("lm_head", 'A')) && e.contains("not a target"), "{e}");
-        let e = broken("more-targets", &set_config("target_modules", serde_json::json!(["up", "down", "lm_head"])));
-        assert!(e.contains(&adapter_key("layers.0.down", 'A')) && e.contains("missing"), "{e}");
+        assert!(
+            e.contains("lora_A.weight") && e.contains("rank 3") && e.contains("r = 2"),
+            "{e}"
+        );
+        let e = broken(
+            "targets",
+            &set_config("target_modules", serde_json::json!(["up"])),
+        );
+        assert!(
+            e.contains(&adapter_key("lm_head", 'A')) && e.contains("not a target"),
+            "{e}"
+        );
+        let e = broken(
+            "more-targets",
+            &set_config(
+                "target_modules",
+                serde_json::json!(["up", "down", "lm_head"]),
+            ),
+        );
+        assert!(
+            e.contains(&adapter_key("layers.0.down", 'A')) && e.contains("missing"),
+            "{e}"
+        );
         // PEFT reads the layer index after `layers_pattern` (by default only from the third path
         // component on, so these short toy paths need the pattern).
         let e = broken("layers", &|d: &Path| {
@@ -496,7 +683,10 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
             j["layers_pattern"] = "layers".into();
             std::fs::write(d.join(ADAPTER_CONFIG), j.to_string()).expect("write");
         });
-        assert!(e.contains(&adapter_key("layers.1.up", 'A')) && e.contains("not a target"), "{e}");
+        assert!(
+            e.contains(&adapter_key("layers.1.up", 'A')) && e.contains("not a target"),
+            "{e}"
+        );
         let rewrite = |edit: fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)| {
             move |d: &Path| {
                 let bytes = std::fs::read(d.join(ADAPTER_WEIGHTS)).expect("read");
@@ -505,7 +695,11 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
                     .tensors()
                     .into_iter()
                     .map(|(k, v)| {
-                        let data = TensorData::from_bytes_vec(v.data().to_vec(), v.shape().to_vec(), DType::F32);
+                        let data = TensorData::from_bytes_vec(
+                            v.data().to_vec(),
+                            v.shape().to_vec(),
+                            DType::F32,
+                        );
                         (k, v.shape().to_vec(), data.to_vec().expect("f32"))
                     })
                     .collect();
@@ -516,30 +710,72 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
                     .collect();
                 let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = datas
                     .iter()
-                    .map(|(k, s, b)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("v")))
+                    .map(|(k, s, b)| {
+                        (
+                            k.clone(),
+                            safetensors::tensor::TensorView::new(
+                                safetensors::Dtype::F32,
+                                s.clone(),
+                                b,
+                            )
+                            .expect("v"),
+                        )
+                    })
                     .collect();
-                safetensors::serialize_to_file(views, None, &d.join(ADAPTER_WEIGHTS)).expect("write");
+                safetensors::serialize_to_file(views, None, &d.join(ADAPTER_WEIGHTS))
+                    .expect("write");
             }
         };
-        let e = broken("missing-b", &rewrite(|t| t.retain(|(k, _, _)| !k.contains("layers.1.up.lora_B"))));
-        assert!(e.contains(&adapter_key("layers.1.up", 'B')) && e.contains("missing"), "{e}");
-        let e = broken("other-model", &rewrite(|t| {
-            for (k, _, _) in t.iter_mut() {
-                *k = k.replace("layers.1.", "layers.7.");
-            }
-        }));
-        assert!(e.contains("base_model.model.layers.7.up.lora_A.weight") && e.contains("no linear layer"), "{e}");
-        let e = broken("shape", &rewrite(|t| {
-            for (k, s, v) in t.iter_mut() {
-                if k.contains("layers.0.up.lora_A") {
-                    *s = vec![3, IN / 2];
-                    v.truncate(3 * IN / 2);
+        let e = broken(
+            "missing-b",
+            &rewrite(|t| t.retain(|(k, _, _)| !k.contains("layers.1.up.lora_B"))),
+        );
+        assert!(
+            e.contains(&adapter_key("layers.1.up", 'B')) && e.contains("missing"),
+            "{e}"
+        );
+        let e = broken(
+            "other-model",
+            &rewrite(|t| {
+                for (k, _, _) in t.iter_mut() {
+                    *k = k.replace("layers.1.", "layers.7.");
                 }
-            }
-        }));
-        assert!(e.contains("base_model.model.layers.0.up.lora_A.weight") && e.contains("shape"), "{e}");
-        let e = broken("dora-key", &rewrite(|t| t.push(("base_model.model.layers.0.up.lora_magnitude_vector".into(), vec![HID], vec![1.0; HID]))));
-        assert!(e.contains("lora_magnitude_vector") && e.contains("not a LoRA factor"), "{e}");
+            }),
+        );
+        assert!(
+            e.contains("base_model.model.layers.7.up.lora_A.weight")
+                && e.contains("no linear layer"),
+            "{e}"
+        );
+        let e = broken(
+            "shape",
+            &rewrite(|t| {
+                for (k, s, v) in t.iter_mut() {
+                    if k.contains("layers.0.up.lora_A") {
+                        *s = vec![3, IN / 2];
+                        v.truncate(3 * IN / 2);
+                    }
+                }
+            }),
+        );
+        assert!(
+            e.contains("base_model.model.layers.0.up.lora_A.weight") && e.contains("shape"),
+            "{e}"
+        );
+        let e = broken(
+            "dora-key",
+            &rewrite(|t| {
+                t.push((
+                    "base_model.model.layers.0.up.lora_magnitude_vector".into(),
+                    vec![HID],
+                    vec![1.0; HID],
+                ))
+            }),
+        );
+        assert!(
+            e.contains("lora_magnitude_vector") && e.contains("not a LoRA factor"),
+            "{e}"
+        );
     });
 }
 
@@ -552,7 +788,10 @@ fn a_config_that_matches_nothing_names_the_available_layers() {
             ..LoraConfig::default()
         };
         let e = err_of(apply_lora(&mut m, &c, 0));
-        assert!(e.contains("q_proj") && e.contains("down, lm_head, up"), "{e}");
+        assert!(
+            e.contains("q_proj") && e.contains("down, lm_head, up"),
+            "{e}"
+        );
         let s: f32 = m.forward(input(&device)).sum().into_scalar().elem();
         assert!(s.is_finite());
     });

@@ -10,7 +10,10 @@ use crate::{Qwen3Config, Qwen3ForCausalLM};
 /// The projections of one decoder layer: `(HF path under model.layers.N, in, out, has bias)`.
 fn layer_linears(c: &Qwen3Config) -> [(&'static str, usize, usize, bool); 7] {
     let (h, i) = (c.hidden_size, c.intermediate_size);
-    let (q, kv) = (c.num_attention_heads * c.head_dim, c.kv_heads() * c.head_dim);
+    let (q, kv) = (
+        c.num_attention_heads * c.head_dim,
+        c.kv_heads() * c.head_dim,
+    );
     let b = c.attention_bias;
     [
         ("self_attn.q_proj", h, q, b),

@@ -14,8 +14,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
 use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_lora::{
-    AdapterConfig, LoraConfig, LoraError, LoraModel, ParamReport, TargetModules, export_merged, load_peft, merge,
-    save_peft, unmerge,
+    AdapterConfig, LoraConfig, LoraError, LoraModel, ParamReport, TargetModules, export_merged,
+    load_peft, merge, save_peft, unmerge,
 };
 use ember_qwen3::lora::model_shape;
 use ember_qwen3::{GenerationConfig, Qwen3Config, Qwen3ForCausalLM, load_pretrained, random_model};
@@ -25,7 +25,15 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
-const SEVEN: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+const SEVEN: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Trainable-parameter counts of the real Qwen3 configs (REFERENCE.md §2).
@@ -53,7 +61,10 @@ fn trainable_counts_of_qwen3_8b_and_0_6b_equal_peft() {
         report(&q8, 16, seven.clone()).to_string(),
         "trainable params: 43,646,976 || all params: 8,234,382,336 || trainable%: 0.5301"
     );
-    assert_eq!(report(&q8, 16, TargetModules::AllLinear), report(&q8, 16, seven.clone()));
+    assert_eq!(
+        report(&q8, 16, TargetModules::AllLinear),
+        report(&q8, 16, seven.clone())
+    );
     let r8 = report(&q8, 8, seven.clone());
     assert_eq!(r8.trainable, 21_823_488);
     assert_eq!(format!("{:.4}", r8.trainable_percent()), "0.2657");
@@ -77,14 +88,23 @@ impl BackendOp for ShapeFromModel {
     type Output = ();
     fn run<B: AutodiffBackend>(self, device: B::Device) {
         for name in ["qwen3-tiny", "qwen3-tiny-tied"] {
-            let cfg = Qwen3Config::from_file(fixtures().join("tiny").join(name).join("config.json")).expect("cfg");
+            let cfg =
+                Qwen3Config::from_file(fixtures().join("tiny").join(name).join("config.json"))
+                    .expect("cfg");
             let model = random_model::<B::InnerBackend>(&cfg, 1, DType::F32, &device);
-            assert_eq!(model.shape(), model_shape(&cfg), "{name}: the config-only shape differs from the model's");
+            assert_eq!(
+                model.shape(),
+                model_shape(&cfg),
+                "{name}: the config-only shape differs from the model's"
+            );
             // After adding an adapter the model-side report equals the shape-side one.
             let mut model = model;
             let lora = LoraConfig::with_rank(4);
             ember_lora::apply_lora(&mut model, &lora, 0).expect("apply");
-            assert_eq!(ParamReport::of_model(&model), ParamReport::from_shape(&model_shape(&cfg), &lora).expect("r"));
+            assert_eq!(
+                ParamReport::of_model(&model),
+                ParamReport::from_shape(&model_shape(&cfg), &lora).expect("r")
+            );
         }
     }
 }
@@ -108,14 +128,19 @@ impl Reference {
         let lora = fixtures().join("lora");
         Self {
             bytes: std::fs::read(lora.join("reference.safetensors")).expect("lora reference"),
-            tiny: std::fs::read(fixtures().join("tiny/reference.safetensors")).expect("tiny reference"),
-            json: serde_json::from_str(&std::fs::read_to_string(lora.join("reference.json")).expect("json"))
-                .expect("reference.json parses"),
+            tiny: std::fs::read(fixtures().join("tiny/reference.safetensors"))
+                .expect("tiny reference"),
+            json: serde_json::from_str(
+                &std::fs::read_to_string(lora.join("reference.json")).expect("json"),
+            )
+            .expect("reference.json parses"),
         }
     }
     fn read(bytes: &[u8], name: &str) -> TensorData {
         let st = SafeTensors::deserialize(bytes).expect("safetensors");
-        let v = st.tensor(name).unwrap_or_else(|_| panic!("{name} in reference"));
+        let v = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("{name} in reference"));
         let dtype = match v.dtype() {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::I64 => DType::I64,
@@ -144,13 +169,20 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// `max |a - b| / max |b|`.
 fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     d / b.iter().map(|x| x.abs()).fold(f32::MIN_POSITIVE, f32::max)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Logits of the real (unpadded) tokens: HF leaves padded query rows unspecified.
@@ -185,7 +217,9 @@ fn adapter_dir(name: &str) -> PathBuf {
 }
 
 fn base_dir(r: &Reference, adapter: &str) -> PathBuf {
-    let base = r.adapter(adapter)["base_model"].as_str().expect("base_model");
+    let base = r.adapter(adapter)["base_model"]
+        .as_str()
+        .expect("base_model");
     fixtures().join("tiny").join(base)
 }
 
@@ -215,7 +249,8 @@ impl BackendOp for PeftParity {
     fn run<B: AutodiffBackend>(self, device: B::Device) {
         let r = Reference::load();
         let name = self.adapter;
-        let (cfg, mut model) = load_pretrained::<B>(base_dir(&r, name), DType::F32, &device).expect("base");
+        let (cfg, mut model) =
+            load_pretrained::<B>(base_dir(&r, name), DType::F32, &device).expect("base");
         let acfg = load_peft(&mut model, &adapter_dir(name)).expect("PEFT adapter loads");
         let b = batch::<B>(&r, &device);
 
@@ -224,25 +259,42 @@ impl BackendOp for PeftParity {
         let d = max_abs_diff(&real_rows(&logits, &b.mask_v), &real_rows(&want, &b.mask_v));
         assert!(d <= 1e-4, "{name}: logits differ from PEFT's by {d}");
 
-        let loss = model.forward_loss(b.ids, Some(b.mask), b.labels, &cfg).mean();
+        let loss = model
+            .forward_loss(b.ids, Some(b.mask), b.labels, &cfg)
+            .mean();
         let got: f64 = loss.clone().into_scalar().elem();
         let want_loss = r.adapter(name)["loss"].as_f64().expect("loss");
         let rel = (got - want_loss).abs() / want_loss.abs();
-        assert!(rel <= 1e-5, "{name}: loss {got} vs PEFT {want_loss} (rel {rel:.2e})");
+        assert!(
+            rel <= 1e-5,
+            "{name}: loss {got} vs PEFT {want_loss} (rel {rel:.2e})"
+        );
 
         let grads = loss.backward();
-        let keys: Vec<String> = serde_json::from_value(r.adapter(name)["keys"].clone()).expect("keys");
+        let keys: Vec<String> =
+            serde_json::from_value(r.adapter(name)["keys"].clone()).expect("keys");
         let mut lora_ids = BTreeSet::new();
         let mut checked = 0;
         for (path, layer) in model.lora_linears() {
-            let (Some(a), Some(bb)) = (&layer.lora_a, &layer.lora_b) else { continue };
+            let (Some(a), Some(bb)) = (&layer.lora_a, &layer.lora_b) else {
+                continue;
+            };
             for (factor, p) in [('A', a), ('B', bb)] {
                 let key = ember_lora::peft::adapter_key(&path, factor);
-                assert!(keys.contains(&key), "{key} is adapted but PEFT has no such key");
-                let g = to_vec(p.grad(&grads).unwrap_or_else(|| panic!("{key}: no gradient")));
+                assert!(
+                    keys.contains(&key),
+                    "{key} is adapted but PEFT has no such key"
+                );
+                let g = to_vec(
+                    p.grad(&grads)
+                        .unwrap_or_else(|| panic!("{key}: no gradient")),
+                );
                 let want = r.f32s(&format!("{name}.grad.{key}"));
                 let rel = rel_diff(&g, &want);
-                assert!(rel <= 1e-4, "{name}: gradient of {key} differs from PEFT's (rel {rel:.2e})");
+                assert!(
+                    rel <= 1e-4,
+                    "{name}: gradient of {key} differs from PEFT's (rel {rel:.2e})"
+                );
                 lora_ids.insert(p.id);
                 checked += 1;
             }
@@ -254,20 +306,30 @@ impl BackendOp for PeftParity {
             without: 0,
         };
         model.visit(&mut probe);
-        assert_eq!(probe.with_grad, lora_ids, "{name}: only the adapter factors may get gradients");
+        assert_eq!(
+            probe.with_grad, lora_ids,
+            "{name}: only the adapter factors may get gradients"
+        );
         assert!(probe.without > 0);
 
         // The ember-side config equals what PEFT wrote.
         let lora = &r.adapter(name)["lora"];
         assert_eq!(acfg.r as u64, lora["r"].as_u64().expect("r"));
         assert_eq!(acfg.lora_alpha, lora["lora_alpha"].as_f64().expect("alpha"));
-        assert_eq!(acfg.use_rslora, lora["use_rslora"].as_bool().unwrap_or(false));
+        assert_eq!(
+            acfg.use_rslora,
+            lora["use_rslora"].as_bool().unwrap_or(false)
+        );
     }
 }
 
 #[test]
 fn peft_adapters_give_peft_logits_loss_and_gradients() {
-    for adapter in ["qwen3-tiny-adapter", "qwen3-tiny-tied-adapter", "qwen3-tiny-rslora-adapter"] {
+    for adapter in [
+        "qwen3-tiny-adapter",
+        "qwen3-tiny-tied-adapter",
+        "qwen3-tiny-rslora-adapter",
+    ] {
         assert!(!for_each_cpu_backend(|| PeftParity { adapter }).is_empty());
     }
 }
@@ -284,7 +346,9 @@ fn python() -> Option<PathBuf> {
 /// Runs the fixture script's check mode; `None` when there is no fixture venv.
 fn python_check(args: &[&str]) -> Option<serde_json::Value> {
     let Some(py) = python() else {
-        eprintln!("note: no fixture venv (EMBER_PYTHON); skipping the transformers/PEFT check {args:?}");
+        eprintln!(
+            "note: no fixture venv (EMBER_PYTHON); skipping the transformers/PEFT check {args:?}"
+        );
         return None;
     };
     let out = Command::new(py)
@@ -312,7 +376,8 @@ impl BackendOp for SaveReload {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let r = Reference::load();
         let name = self.adapter;
-        let (cfg, base) = load_pretrained::<I<B>>(base_dir(&r, name), DType::F32, &device).expect("base");
+        let (cfg, base) =
+            load_pretrained::<I<B>>(base_dir(&r, name), DType::F32, &device).expect("base");
         let mut model = base.clone();
         let acfg = load_peft(&mut model, &adapter_dir(name)).expect("load");
         let tmp = tempfile::tempdir().expect("tmp");
@@ -324,13 +389,21 @@ impl BackendOp for SaveReload {
         for ((p, x), (_, y)) in model.lora_linears().into_iter().zip(again.lora_linears()) {
             assert_eq!(x.scaling, y.scaling, "{p}");
             for (a, b) in [(&x.lora_a, &y.lora_a), (&x.lora_b, &y.lora_b)] {
-                assert_eq!(a.as_ref().map(|t| to_vec(t.val())), b.as_ref().map(|t| to_vec(t.val())), "{p}");
+                assert_eq!(
+                    a.as_ref().map(|t| to_vec(t.val())),
+                    b.as_ref().map(|t| to_vec(t.val())),
+                    "{p}"
+                );
             }
         }
         // Same tensors and the same PEFT settings as PEFT's own directory.
-        let peft_bytes = std::fs::read(adapter_dir(name).join("adapter_model.safetensors")).expect("peft");
+        let peft_bytes =
+            std::fs::read(adapter_dir(name).join("adapter_model.safetensors")).expect("peft");
         let ours_bytes = std::fs::read(out.join("adapter_model.safetensors")).expect("ours");
-        let (peft, ours) = (SafeTensors::deserialize(&peft_bytes).expect("p"), SafeTensors::deserialize(&ours_bytes).expect("o"));
+        let (peft, ours) = (
+            SafeTensors::deserialize(&peft_bytes).expect("p"),
+            SafeTensors::deserialize(&ours_bytes).expect("o"),
+        );
         let mut keys = peft.names();
         keys.sort();
         let mut our_keys = ours.names();
@@ -339,16 +412,27 @@ impl BackendOp for SaveReload {
         for k in keys {
             let (p, o) = (peft.tensor(k).expect("p"), ours.tensor(k).expect("o"));
             assert_eq!((p.dtype(), p.shape()), (o.dtype(), o.shape()), "{k}");
-            assert_eq!(p.data(), o.data(), "{k}: values changed on the way through ember");
+            assert_eq!(
+                p.data(),
+                o.data(),
+                "{k}: values changed on the way through ember"
+            );
         }
         let read = |d: &Path| -> serde_json::Value {
-            serde_json::from_str(&std::fs::read_to_string(d.join("adapter_config.json")).expect("cfg")).expect("json")
+            serde_json::from_str(
+                &std::fs::read_to_string(d.join("adapter_config.json")).expect("cfg"),
+            )
+            .expect("json")
         };
         let (pj, oj) = (read(&adapter_dir(name)), read(&out));
         for (k, v) in oj.as_object().expect("object") {
-            let p = pj.get(k).unwrap_or_else(|| panic!("ember writes `{k}`, PEFT 0.21 does not"));
+            let p = pj
+                .get(k)
+                .unwrap_or_else(|| panic!("ember writes `{k}`, PEFT 0.21 does not"));
             if k == "target_modules" {
-                let set = |v: &serde_json::Value| -> BTreeSet<String> { serde_json::from_value(v.clone()).expect("list") };
+                let set = |v: &serde_json::Value| -> BTreeSet<String> {
+                    serde_json::from_value(v.clone()).expect("list")
+                };
                 assert_eq!(set(v), set(p), "target_modules");
             } else {
                 assert_eq!(v, p, "adapter_config.json `{k}`");
@@ -361,9 +445,15 @@ impl BackendOp for SaveReload {
         assert_eq!(adapted.len(), 7 * cfg.num_hidden_layers);
         let ac = AdapterConfig::from_lora_config(&lf, &adapted, Some("Qwen/Qwen3-tiny"));
         let want: BTreeSet<String> = SEVEN.iter().map(|s| s.to_string()).collect();
-        assert_eq!(ac.target_modules, TargetModules::Names(want.into_iter().collect()));
+        assert_eq!(
+            ac.target_modules,
+            TargetModules::Names(want.into_iter().collect())
+        );
 
-        if let (Some(base_name), true) = (r.adapter(name)["base_model"].as_str(), B::name(&device).contains("flex")) {
+        if let (Some(base_name), true) = (
+            r.adapter(name)["base_model"].as_str(),
+            B::name(&device).contains("flex"),
+        ) {
             if let Some(res) = python_check(&[
                 "--check-adapter",
                 out.to_str().expect("utf-8 path"),
@@ -396,13 +486,19 @@ impl BackendOp for MergeExportGenerate {
         let r = Reference::load();
         let name = self.adapter;
         let base = base_dir(&r, name);
-        let base_name = r.adapter(name)["base_model"].as_str().expect("base").to_string();
+        let base_name = r.adapter(name)["base_model"]
+            .as_str()
+            .expect("base")
+            .to_string();
         let bf16_base = base_name.contains("tied");
         let (cfg, mut model) = load_pretrained::<I<B>>(&base, DType::F32, &device).expect("base");
         load_peft(&mut model, &adapter_dir(name)).expect("load");
         let b = batch::<I<B>>(&r, &device);
         let logits = |m: &Qwen3ForCausalLM<I<B>>, cfg: &Qwen3Config| {
-            real_rows(&to_vec(m.forward(b.ids.clone(), Some(b.mask.clone()), cfg)), &b.mask_v)
+            real_rows(
+                &to_vec(m.forward(b.ids.clone(), Some(b.mask.clone()), cfg)),
+                &b.mask_v,
+            )
         };
         let unmerged = logits(&model, &cfg);
 
@@ -410,42 +506,68 @@ impl BackendOp for MergeExportGenerate {
         let w0 = to_vec(model.model.layers[0].mlp.up_proj.weight.val());
         merge(&mut model);
         let d = max_abs_diff(&logits(&model, &cfg), &unmerged);
-        assert!(d <= 1e-4, "{name}: merged logits differ from unmerged by {d}");
+        assert!(
+            d <= 1e-4,
+            "{name}: merged logits differ from unmerged by {d}"
+        );
         unmerge(&mut model);
         assert!(max_abs_diff(&to_vec(model.model.layers[0].mlp.up_proj.weight.val()), &w0) <= 1e-6);
         assert!(max_abs_diff(&logits(&model, &cfg), &unmerged) <= 1e-5);
 
         // Generation with the adapter equals PEFT's.
-        let prompt: Vec<u32> = serde_json::from_value(r.adapter(name)["greedy_prompt_ids"].clone()).expect("prompt");
-        let want: Vec<u32> = serde_json::from_value(r.adapter(name)["greedy_ids"].clone()).expect("ids");
+        let prompt: Vec<u32> =
+            serde_json::from_value(r.adapter(name)["greedy_prompt_ids"].clone()).expect("prompt");
+        let want: Vec<u32> =
+            serde_json::from_value(r.adapter(name)["greedy_ids"].clone()).expect("ids");
         let greedy = GenerationConfig::greedy(want.len(), vec![]);
-        let with_adapter = model.generate(&cfg, &prompt, &greedy, &device).expect("generate").ids;
-        assert_eq!(with_adapter, want, "{name}: greedy ids with the adapter differ from PEFT's");
+        let with_adapter = model
+            .generate(&cfg, &prompt, &greedy, &device)
+            .expect("generate")
+            .ids;
+        assert_eq!(
+            with_adapter, want,
+            "{name}: greedy ids with the adapter differ from PEFT's"
+        );
 
         // The merged export: a plain HF directory in the base dtype.
         let tmp = tempfile::tempdir().expect("tmp");
         let out = tmp.path().join("merged");
         export_merged(&model, &base, &out).expect("export");
         assert!(out.join("tokenizer.json").is_file() && out.join("config.json").is_file());
-        let (mcfg, merged) = load_pretrained::<I<B>>(&out, DType::F32, &device).expect("the export loads as a plain model");
+        let (mcfg, merged) = load_pretrained::<I<B>>(&out, DType::F32, &device)
+            .expect("the export loads as a plain model");
         assert_eq!(mcfg, cfg);
         assert!(merged.lora_linears().iter().all(|(_, l)| !l.has_adapter()));
         let merged_logits = logits(&merged, &mcfg);
         let d = max_abs_diff(&merged_logits, &unmerged);
         // A bf16 checkpoint stores the merged weights rounded to bf16.
         let tol = if bf16_base { 0.1 } else { 1e-4 };
-        assert!(d <= tol, "{name}: merged export logits differ from the adapter's by {d}");
+        assert!(
+            d <= tol,
+            "{name}: merged export logits differ from the adapter's by {d}"
+        );
         if !bf16_base {
-            let ids = merged.generate(&mcfg, &prompt, &greedy, &device).expect("generate").ids;
-            assert_eq!(ids, with_adapter, "{name}: the merged export generates differently");
+            let ids = merged
+                .generate(&mcfg, &prompt, &greedy, &device)
+                .expect("generate")
+                .ids;
+            assert_eq!(
+                ids, with_adapter,
+                "{name}: the merged export generates differently"
+            );
         }
 
         if B::name(&device).contains("flex") {
             let logits_file = tmp.path().join("ember_logits.safetensors");
             let full = to_vec(merged.forward(b.ids.clone(), Some(b.mask.clone()), &mcfg));
-            let shape = vec![b.mask_v.len() / b.ids.dims()[1], b.ids.dims()[1], mcfg.vocab_size];
+            let shape = vec![
+                b.mask_v.len() / b.ids.dims()[1],
+                b.ids.dims()[1],
+                mcfg.vocab_size,
+            ];
             let bytes: Vec<u8> = full.iter().flat_map(|x| x.to_le_bytes()).collect();
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).expect("view");
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+                .expect("view");
             safetensors::serialize_to_file([("logits", view)], None, &logits_file).expect("write");
             let tol = tol.to_string();
             if let Some(res) = python_check(&[
@@ -479,18 +601,35 @@ impl BackendOp for Bf16Base {
     fn run<B: AutodiffBackend>(self, device: B::Device) {
         let r = Reference::load();
         let name = "qwen3-tiny-tied-adapter";
-        let (cfg, mut model) = load_pretrained::<B>(base_dir(&r, name), DType::BF16, &device).expect("bf16 base");
+        let (cfg, mut model) =
+            load_pretrained::<B>(base_dir(&r, name), DType::BF16, &device).expect("bf16 base");
         load_peft(&mut model, &adapter_dir(name)).expect("load");
         let q = &model.model.layers[0].self_attn.q_proj;
         assert_eq!(q.weight.val().dtype(), DType::BF16);
-        assert_eq!(q.lora_a.as_ref().expect("a").val().dtype(), DType::F32, "adapters stay f32 on a bf16 base");
+        assert_eq!(
+            q.lora_a.as_ref().expect("a").val().dtype(),
+            DType::F32,
+            "adapters stay f32 on a bf16 base"
+        );
         let b = batch::<B>(&r, &device);
-        let loss = model.forward_loss(b.ids, Some(b.mask), b.labels, &cfg).mean();
+        let loss = model
+            .forward_loss(b.ids, Some(b.mask), b.labels, &cfg)
+            .mean();
         let got: f64 = loss.clone().into_scalar().elem();
         let want = r.adapter(name)["loss"].as_f64().expect("loss");
-        assert!((got - want).abs() / want < 0.02, "bf16 loss {got} vs f32 PEFT {want}");
+        assert!(
+            (got - want).abs() / want < 0.02,
+            "bf16 loss {got} vs f32 PEFT {want}"
+        );
         let grads = loss.backward();
-        let g = model.model.layers[1].mlp.down_proj.lora_b.as_ref().expect("b").grad(&grads).expect("grad");
+        let g = model.model.layers[1]
+            .mlp
+            .down_proj
+            .lora_b
+            .as_ref()
+            .expect("b")
+            .grad(&grads)
+            .expect("grad");
         assert_eq!(g.dtype(), DType::F32);
         assert!(to_vec(g).iter().all(|x| x.is_finite()));
     }
@@ -513,27 +652,45 @@ fn load_err(model_cfg: impl Fn(&mut Qwen3Config), adapter: &str) -> String {
             load_peft(&mut m, &self.adapter).map(|_| ())
         }
     }
-    let mut cfg = Qwen3Config::from_file(fixtures().join("tiny/qwen3-tiny/config.json")).expect("cfg");
+    let mut cfg =
+        Qwen3Config::from_file(fixtures().join("tiny/qwen3-tiny/config.json")).expect("cfg");
     model_cfg(&mut cfg);
     let outs = for_each_cpu_backend(|| Op {
         cfg: cfg.clone(),
         adapter: adapter_dir(adapter),
     });
     assert!(!outs.is_empty());
-    let msgs: Vec<String> = outs.into_iter().map(|(_, r)| r.err().map(|e| e.to_string()).unwrap_or_default()).collect();
+    let msgs: Vec<String> = outs
+        .into_iter()
+        .map(|(_, r)| r.err().map(|e| e.to_string()).unwrap_or_default())
+        .collect();
     assert!(msgs.iter().all(|m| m == &msgs[0]));
     msgs[0].clone()
 }
 
 #[test]
 fn adapters_for_another_base_model_are_refused_naming_the_key() {
-    assert_eq!(load_err(|_| {}, "qwen3-tiny-adapter"), "", "the matching base loads");
+    assert_eq!(
+        load_err(|_| {}, "qwen3-tiny-adapter"),
+        "",
+        "the matching base loads"
+    );
     let e = load_err(|c| c.intermediate_size = 64, "qwen3-tiny-adapter");
-    assert!(e.contains("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight") && e.contains("[4, 64]"), "{e}");
+    assert!(
+        e.contains("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight")
+            && e.contains("[4, 64]"),
+        "{e}"
+    );
     let e = load_err(|c| c.num_hidden_layers = 1, "qwen3-tiny-adapter");
-    assert!(e.contains("base_model.model.model.layers.1.") && e.contains("no linear layer"), "{e}");
+    assert!(
+        e.contains("base_model.model.model.layers.1.") && e.contains("no linear layer"),
+        "{e}"
+    );
     let e = load_err(|c| c.num_hidden_layers = 3, "qwen3-tiny-rslora-adapter");
     assert_eq!(e, "", "layers_to_transform = [1] fits a deeper model");
     let e = load_err(|c| c.num_hidden_layers = 3, "qwen3-tiny-adapter");
-    assert!(e.contains("base_model.model.model.layers.2.") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("base_model.model.model.layers.2.") && e.contains("missing"),
+        "{e}"
+    );
 }
