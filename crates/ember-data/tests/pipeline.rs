@@ -339,3 +339,63 @@ fn pad_id_is_endoftext() {
     assert_eq!(Some(data.pad_id), t.inner().token_to_id("<|endoftext|>"));
     assert_eq!(Some(data.eos_id), t.inner().token_to_id("<|im_end|>"));
 }
+
+#[test]
+fn num_samples_eval_dataset_and_folders() {
+    // num_samples larger than the file: every row once, then seeded repeats.
+    let mut a = args("more");
+    a.dataset_info.insert(
+        "more".into(),
+        serde_json::from_value(serde_json::json!({"file_name": "alpaca.json", "num_samples": 12, "columns": {
+            "prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}}))
+        .unwrap(),
+    );
+    let more = load(&a);
+    let rows = load(&args("alpaca_mix"));
+    assert_eq!(more.train.len(), 12);
+    for ex in &rows.train {
+        assert!(more.train.contains(ex), "every row is drawn at least once");
+    }
+    assert_eq!(load(&a).train, more.train, "seeded");
+
+    // A separate eval dataset, in file order.
+    let e = load(&DataArgs {
+        eval_dataset: vec!["ko_qa".into()],
+        ..args("alpaca_mix")
+    });
+    assert_eq!(e.eval, load(&args("ko_qa")).train);
+    assert_eq!(e.train, rows.train);
+
+    // A folder as file_name: its files in name order.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("parts")).unwrap();
+    let line = |t: &str| format!(r#"{{"instruction": "{t}", "output": "ok"}}"#);
+    std::fs::write(dir.path().join("parts/b.jsonl"), line("second")).unwrap();
+    std::fs::write(
+        dir.path().join("parts/a.jsonl"),
+        [line("first"), line("first again")].join("\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("dataset_info.json"),
+        r#"{"p": {"file_name": "parts"}}"#,
+    )
+    .unwrap();
+    let d = load(&DataArgs {
+        dataset_dir: dir.path().into(),
+        dataset: vec!["p".into()],
+        ..DataArgs::default()
+    });
+    let t = tok();
+    let texts: Vec<String> = d
+        .train
+        .iter()
+        .map(|e| t.decode(&e.input_ids).unwrap())
+        .collect();
+    assert!(
+        texts[0].contains("first")
+            && texts[1].contains("first again")
+            && texts[2].contains("second"),
+        "{texts:?}"
+    );
+}
