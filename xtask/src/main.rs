@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`: ember's command line. Each command parses its arguments and calls the
 //! crates; no logic lives here.
 
+mod data;
+mod finetune;
 mod generate;
 
 use clap::{Parser, Subcommand};
@@ -9,17 +11,25 @@ use clap::{Parser, Subcommand};
 #[command(name = "cargo xtask", about = "ember: LoRA fine-tuning of Qwen3 on Burn")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a LoRA adapter (no arguments: the embedded demo on the shipped tiny model).
+    Finetune(finetune::Args),
+    /// Load and tokenize a run's data; print statistics and an example.
+    Data(data::Args),
     /// Continue a prompt with a Qwen3 model directory.
     Generate(generate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    // `cargo xtask` alone runs the main job: the embedded demo fine-tune.
+    let command = Cli::parse().command.unwrap_or(Command::Finetune(finetune::Args::default()));
+    match command {
+        Command::Finetune(args) => finetune::run(args),
+        Command::Data(args) => data::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }

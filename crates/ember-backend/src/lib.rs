@@ -59,6 +59,12 @@ impl BackendChoice {
     }
 }
 
+impl Default for BackendChoice {
+    fn default() -> Self {
+        Self::default_compiled()
+    }
+}
+
 impl fmt::Display for BackendChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,0 +1,367 @@
+//! The run configuration: a TOML file whose sections and keys are LLaMA-Factory's / HF's names, so a
+//! YAML recipe ports by changing syntax only. Unknown keys are errors that suggest the nearest key.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_aux::serde_introspection::serde_introspect;
+
+use crate::TrainError;
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelArgs {
+    /// An HF model directory.
+    pub model_name_or_path: PathBuf,
+    /// Start from an existing PEFT adapter instead of a fresh one (empty: none).
+    pub adapter_name_or_path: Option<PathBuf>,
+    /// Compute dtype of the frozen base: `f32` or `bf16` (adapters stay f32).
+    pub dtype: String,
+}
+
+impl Default for ModelArgs {
+    fn default() -> Self {
+        Self {
+            model_name_or_path: PathBuf::new(),
+            adapter_name_or_path: None,
+            dtype: "f32".into(),
+        }
+    }
+}
+
+/// `[train]`: HF `TrainingArguments` names and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainArgs {
+    pub per_device_train_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub learning_rate: f64,
+    pub num_train_epochs: f64,
+    /// Overrides `num_train_epochs` when > 0.
+    pub max_steps: i64,
+    pub lr_scheduler_type: String,
+    pub warmup_ratio: f64,
+    pub warmup_steps: f64,
+    pub lr_scheduler_kwargs: toml::Table,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    /// Global gradient-norm clipping; 0 disables.
+    pub max_grad_norm: f64,
+    pub logging_steps: usize,
+    pub seed: u64,
+    /// LLaMA-Factory: train in dataset order instead of a seeded shuffle per epoch.
+    pub disable_shuffling: bool,
+    pub group_by_length: bool,
+    /// Accepted for compatibility; layer recompute is a memory feature of a later release.
+    pub gradient_checkpointing: bool,
+}
+
+impl Default for TrainArgs {
+    fn default() -> Self {
+        Self {
+            per_device_train_batch_size: 8,
+            gradient_accumulation_steps: 1,
+            learning_rate: 5e-5,
+            num_train_epochs: 3.0,
+            max_steps: -1,
+            lr_scheduler_type: "linear".into(),
+            warmup_ratio: 0.0,
+            warmup_steps: 0.0,
+            lr_scheduler_kwargs: toml::Table::new(),
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            max_grad_norm: 1.0,
+            logging_steps: 500,
+            seed: 42,
+            disable_shuffling: false,
+            group_by_length: false,
+            gradient_checkpointing: false,
+        }
+    }
+}
+
+/// When to evaluate (or save).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    No,
+    Steps,
+    Epoch,
+}
+
+/// `[eval]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalArgs {
+    pub eval_strategy: Strategy,
+    pub eval_steps: Option<usize>,
+    pub per_device_eval_batch_size: usize,
+}
+
+impl Default for EvalArgs {
+    fn default() -> Self {
+        Self {
+            eval_strategy: Strategy::No,
+            eval_steps: None,
+            per_device_eval_batch_size: 8,
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputArgs {
+    pub output_dir: PathBuf,
+    pub save_strategy: Strategy,
+    pub save_steps: usize,
+    pub save_total_limit: Option<usize>,
+    pub plot_loss: bool,
+    /// Refuse to write into a directory that already holds a finished run unless this is set.
+    pub overwrite_output_dir: bool,
+}
+
+impl Default for OutputArgs {
+    fn default() -> Self {
+        Self {
+            output_dir: PathBuf::from("saves/ember"),
+            save_strategy: Strategy::Steps,
+            save_steps: 500,
+            save_total_limit: None,
+            plot_loss: false,
+            overwrite_output_dir: false,
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    pub model: ModelArgs,
+    pub lora: ember_lora::LoraConfig,
+    pub data: ember_data::DataArgs,
+    pub train: TrainArgs,
+    pub eval: EvalArgs,
+    pub output: OutputArgs,
+}
+
+/// Section name -> its valid keys, from the structs themselves (one place for every key name).
+fn sections() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("model", serde_introspect::<ModelArgs>()),
+        ("lora", serde_introspect::<ember_lora::LoraConfig>()),
+        ("data", serde_introspect::<ember_data::DataArgs>()),
+        ("train", serde_introspect::<TrainArgs>()),
+        ("eval", serde_introspect::<EvalArgs>()),
+        ("output", serde_introspect::<OutputArgs>()),
+    ]
+}
+
+/// The candidate closest to `key` by edit distance, if it is plausibly a typo.
+fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(key, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(key.len()) / 2).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+impl FinetuneConfig {
+    /// Reads a TOML config file; relative paths inside it are relative to the current directory.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| TrainError::Config {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: e.to_string(),
+        })?;
+        Self::from_table(table, path, &[])
+    }
+
+    /// Builds the config from a parsed table plus `--set key=value` overrides.
+    pub fn from_table(
+        mut table: toml::Table,
+        file: &Path,
+        overrides: &[String],
+    ) -> Result<Self, TrainError> {
+        let err = |key: &str, message: String| TrainError::Config {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        for ov in overrides {
+            apply_override(&mut table, ov).map_err(|m| err(ov, m))?;
+        }
+        let secs = sections();
+        for (name, value) in &table {
+            let Some((_, keys)) = secs.iter().find(|(s, _)| s == name) else {
+                let hint = nearest(name, secs.iter().map(|(s, _)| *s))
+                    .map(|s| format!("; did you mean [{s}]?"))
+                    .unwrap_or_default();
+                return Err(err(name, format!("unknown section [{name}]{hint}")));
+            };
+            let Some(inner) = value.as_table() else {
+                return Err(err(name, format!("[{name}] must be a table")));
+            };
+            for k in inner.keys() {
+                if !keys.contains(&k.as_str()) {
+                    let all = secs.iter().flat_map(|(s, ks)| ks.iter().map(move |k| (*s, *k)));
+                    let hint = match nearest(k, keys.iter().copied()) {
+                        Some(n) => format!("; did you mean `{n}`?"),
+                        None => match all.clone().find(|(_, kk)| kk == k) {
+                            Some((s, _)) => format!("; `{k}` belongs in [{s}]"),
+                            None => nearest(k, all.map(|(_, kk)| kk))
+                                .map(|n| format!("; did you mean `{n}`?"))
+                                .unwrap_or_default(),
+                        },
+                    };
+                    return Err(err(
+                        &format!("{name}.{k}"),
+                        format!("unknown key `{k}` in [{name}]{hint}"),
+                    ));
+                }
+            }
+        }
+        let cfg: FinetuneConfig = section(&table, "model", file)
+            .and_then(|model| {
+                Ok(FinetuneConfig {
+                    model,
+                    lora: section(&table, "lora", file)?,
+                    data: section(&table, "data", file)?,
+                    train: section(&table, "train", file)?,
+                    eval: section(&table, "eval", file)?,
+                    output: section(&table, "output", file)?,
+                })
+            })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Impossible values, named by key.
+    pub fn validate(&self, file: &Path) -> Result<(), TrainError> {
+        let err = |key: &str, message: String| {
+            Err(TrainError::Config {
+                file: file.to_path_buf(),
+                key: key.to_string(),
+                message,
+            })
+        };
+        let t = &self.train;
+        if t.per_device_train_batch_size == 0 {
+            return err("train.per_device_train_batch_size", "must be at least 1".into());
+        }
+        if t.gradient_accumulation_steps == 0 {
+            return err("train.gradient_accumulation_steps", "must be at least 1".into());
+        }
+        if !(t.learning_rate >= 0.0) {
+            return err("train.learning_rate", format!("must be >= 0, got {}", t.learning_rate));
+        }
+        if t.max_steps <= 0 && !(t.num_train_epochs > 0.0) {
+            return err(
+                "train.num_train_epochs",
+                format!("must be > 0 (or set max_steps), got {}", t.num_train_epochs),
+            );
+        }
+        if !(t.max_grad_norm >= 0.0) {
+            return err("train.max_grad_norm", format!("must be >= 0, got {}", t.max_grad_norm));
+        }
+        if t.logging_steps == 0 {
+            return err("train.logging_steps", "must be at least 1".into());
+        }
+        if self.eval.per_device_eval_batch_size == 0 {
+            return err("eval.per_device_eval_batch_size", "must be at least 1".into());
+        }
+        if self.eval.eval_strategy == Strategy::Steps && self.eval.eval_steps.is_none_or(|s| s == 0) {
+            return err("eval.eval_steps", "eval_strategy = \"steps\" needs eval_steps >= 1".into());
+        }
+        if self.output.save_strategy == Strategy::Steps && self.output.save_steps == 0 {
+            return err("output.save_steps", "save_strategy = \"steps\" needs save_steps >= 1".into());
+        }
+        if !matches!(self.model.dtype.as_str(), "f32" | "float32" | "bf16" | "bfloat16") {
+            return err("model.dtype", format!("`{}` is not one of f32, bf16", self.model.dtype));
+        }
+        if self.model.model_name_or_path.as_os_str().is_empty() {
+            return err("model.model_name_or_path", "is required".into());
+        }
+        self.data.validate().map_err(|e| TrainError::Config {
+            file: file.to_path_buf(),
+            key: "data".into(),
+            message: e.to_string(),
+        })?;
+        Ok(())
+    }
+}
+
+fn section<T: DeserializeOwned + Default>(
+    table: &toml::Table,
+    name: &str,
+    file: &Path,
+) -> Result<T, TrainError> {
+    match table.get(name) {
+        None => Ok(T::default()),
+        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| TrainError::Config {
+            file: file.to_path_buf(),
+            key: name.to_string(),
+            message: e.message().to_string(),
+        }),
+    }
+}
+
+/// `key=value` or `section.key=value`; the value is TOML (`3`, `1e-4`, `true`, `"text"`), and a
+/// bare word is taken as a string. A bare key is looked up in every section.
+pub fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), String> {
+    let (key, raw) = ov
+        .split_once('=')
+        .ok_or_else(|| format!("`{ov}` is not key=value"))?;
+    let key = key.trim();
+    let value: toml::Value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let (sec, k) = match key.split_once('.') {
+        Some((s, k)) => (s.to_string(), k.to_string()),
+        None => {
+            let owners: Vec<&str> = sections()
+                .into_iter()
+                .filter(|(_, ks)| ks.contains(&key))
+                .map(|(s, _)| s)
+                .collect();
+            match owners.as_slice() {
+                [one] => (one.to_string(), key.to_string()),
+                [] => {
+                    let all = sections().into_iter().flat_map(|(_, ks)| ks.iter().copied());
+                    let hint = nearest(key, all)
+                        .map(|n| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default();
+                    return Err(format!("unknown key `{key}`{hint}"));
+                }
+                many => {
+                    return Err(format!(
+                        "`{key}` is in several sections ({}); write section.{key}",
+                        many.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    let entry = table
+        .entry(sec.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let t = entry
+        .as_table_mut()
+        .ok_or_else(|| format!("[{sec}] is not a table"))?;
+    t.insert(k, value);
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The training loop against HF Trainer + PEFT (fixtures/train/make_train_reference.py): the same
+//! per-step loss, grad_norm, learning_rate and eval_loss, and the same final adapter, on every CPU
+//! backend; and the same losses on every backend.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_data::{DataStats, Example, SftData, SftStats};
+use ember_train::{FinetuneConfig, LogEntry, Run, report::Silent};
+use safetensors::SafeTensors;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture() -> PathBuf {
+    root().join("fixtures/train")
+}
+
+fn examples(v: &serde_json::Value) -> Vec<Example> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|s| {
+            let input_ids: Vec<u32> = serde_json::from_value(s["input_ids"].clone()).expect("ids");
+            let labels: Vec<i32> = serde_json::from_value(s["labels"].clone()).expect("labels");
+            Example { full_len: input_ids.len(), input_ids, labels }
+        })
+        .collect()
+}
+
+/// The HF run's data: the samples the reference script tokenized.
+fn reference_data() -> SftData {
+    let text = std::fs::read_to_string(fixture().join("samples.json")).expect("samples.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let (train, eval) = (examples(&v["train"]), examples(&v["eval"]));
+    SftData {
+        stats: SftStats { train: DataStats::of(&train), eval: Some(DataStats::of(&eval)), ..Default::default() },
+        train,
+        eval,
+        pad_id: 0,
+        eos_id: 2,
+    }
+}
+
+/// The HF run's settings as an ember config.
+fn config(out: &Path) -> FinetuneConfig {
+    let text = format!(
+        r#"
+[model]
+model_name_or_path = "{model}"
+adapter_name_or_path = "{adapter}"
+[lora]
+lora_rank = 4
+lora_alpha = 8
+lora_dropout = 0.0
+lora_target = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+[data]
+dataset_dir = "{data}"
+dataset = "interview_ko"
+max_samples = 18
+[train]
+per_device_train_batch_size = 2
+gradient_accumulation_steps = 3
+num_train_epochs = 2
+learning_rate = 1e-3
+weight_decay = 0.01
+lr_scheduler_type = "cosine"
+warmup_steps = 0.2
+max_grad_norm = 1.0
+logging_steps = 1
+disable_shuffling = true
+[eval]
+eval_strategy = "epoch"
+per_device_eval_batch_size = 2
+[output]
+output_dir = "{out}"
+save_strategy = "no"
+"#,
+        model = root().join("fixtures/tiny/qwen3-tiny").display(),
+        adapter = fixture().join("initial_adapter").display(),
+        out = out.display(),
+        data = root().join("fixtures/demo").display(),
+    );
+    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("test.toml"), &[]).expect("config")
+}
+
+fn read_adapter(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).expect("adapter file");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            (name, data)
+        })
+        .collect()
+}
+
+struct Train;
+
+impl BackendOp for Train {
+    type Output = (Vec<LogEntry>, BTreeMap<String, Vec<f32>>);
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let out = tempfile::tempdir().expect("tempdir");
+        let cfg = config(out.path());
+        let run = Run::<B>::with_data(&cfg, reference_data(), &device).expect("run loads");
+        let result = run.train(&mut Silent).expect("training");
+        (result.state.log_history, read_adapter(&out.path().join("adapter_model.safetensors")))
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+#[test]
+fn steps_losses_and_adapter_equal_hf_trainer() {
+    let text = std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
+    let want_adapter = read_adapter(&fixture().join("final_adapter/adapter_model.safetensors"));
+    let runs = for_each_cpu_backend(|| Train);
+    assert!(!runs.is_empty());
+    let mut per_backend_losses = Vec::new();
+    for (backend, (got, adapter)) in runs {
+        assert_eq!(got.len(), want.len(), "{backend}: log entries {got:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.step, g.epoch), (w.step, w.epoch), "{backend}: step/epoch");
+            if let Some(wl) = w.loss {
+                let gl = g.loss.expect("loss");
+                assert!(rel(gl, wl) <= 1e-4, "{backend} step {}: loss {gl} vs HF {wl}", w.step);
+                let (gn, wn) = (g.grad_norm.expect("grad_norm"), w.grad_norm.expect("grad_norm"));
+                assert!(rel(gn, wn) <= 1e-4, "{backend} step {}: grad_norm {gn} vs HF {wn}", w.step);
+                let (glr, wlr) = (g.learning_rate.expect("lr"), w.learning_rate.expect("lr"));
+                assert!((glr - wlr).abs() <= 1e-12, "{backend} step {}: lr {glr} vs HF {wlr}", w.step);
+            }
+            if let Some(we) = w.eval_loss {
+                let ge = g.eval_loss.expect("eval_loss");
+                assert!(rel(ge, we) <= 1e-4, "{backend} step {}: eval_loss {ge} vs HF {we}", w.step);
+            }
+            if let Some(wt) = w.train_loss {
+                let gt = g.train_loss.expect("train_loss");
+                assert!(rel(gt, wt) <= 1e-4, "{backend}: train_loss {gt} vs HF {wt}");
+            }
+        }
+        assert_eq!(adapter.keys().collect::<Vec<_>>(), want_adapter.keys().collect::<Vec<_>>(), "{backend}: adapter keys");
+        let mut worst = 0.0f32;
+        for (k, w) in &want_adapter {
+            for (a, b) in adapter[k].iter().zip(w) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+        println!("{backend}: final adapter max|diff| {worst:.2e}");
+        assert!(worst <= 1e-4, "{backend}: final adapter differs by {worst}");
+        per_backend_losses.push(got.iter().filter_map(|e| e.loss).collect::<Vec<_>>());
+    }
+    // Backend swapping: every backend gives the same per-step losses.
+    for other in &per_backend_losses[1..] {
+        for (a, b) in other.iter().zip(&per_backend_losses[0]) {
+            assert!(rel(*a, *b) <= 1e-4, "losses differ between backends: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn ember_data_tokenizes_the_reference_samples_identically() {
+    let tok = ember_data::Tokenizer::from_file(root().join("fixtures/tiny/qwen3-tiny/tokenizer.json")).expect("tokenizer");
+    let args: ember_data::DataArgs = toml::from_str(&format!(
+        "dataset_dir = \"{}\"\ndataset = \"interview_ko\"\nmax_samples = 18\nval_size = 0.0\n",
+        root().join("fixtures/demo").display()
+    ))
+    .expect("data args");
+    let data = ember_data::load_sft(&args, &tok).expect("load");
+    let reference = reference_data();
+    assert_eq!(data.train[..13], reference.train[..], "train samples");
+    assert_eq!(data.train[13..18], reference.eval[..], "eval samples");
+}
