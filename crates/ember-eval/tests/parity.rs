@@ -36,7 +36,7 @@ fn prepared(num_fewshot: usize) -> Prepared {
     prepare(&sel, &root().join("fixtures/eval/data"), &enc, &opts).expect("fixture data prepares")
 }
 
-fn run<'a>(reference: &'a Value, k: usize) -> &'a Value {
+fn run(reference: &Value, k: usize) -> &Value {
     reference["runs"]
         .as_array()
         .and_then(|runs| runs.iter().find(|r| r["num_fewshot"] == k))
