@@ -11,7 +11,7 @@
 //! - [`peft`]: the PEFT adapter directory: [`save_peft`], [`load_peft`], [`AdapterConfig`].
 //! - [`merge`]: [`merge`](merge::merge) / [`unmerge`] in memory, [`export_merged`] to an HF model
 //!   directory.
-//! - [`error`]: [`LoraError`].
+//! - [`error`]: the error type, [`LoraError`].
 
 pub mod config;
 pub mod error;

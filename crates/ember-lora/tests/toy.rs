@@ -508,6 +508,9 @@ fn merged_export_keeps_keys_and_dtype_and_holds_w_plus_delta() {
     });
 }
 
+/// `(key, shape, values)` of an adapter file being edited.
+type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 fn err_of<T>(r: Result<T, LoraError>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),
@@ -687,11 +690,11 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
             e.contains(&adapter_key("layers.1.up", 'A')) && e.contains("not a target"),
             "{e}"
         );
-        let rewrite = |edit: fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)| {
+        let rewrite = |edit: fn(&mut Vec<NamedTensor>)| {
             move |d: &Path| {
                 let bytes = std::fs::read(d.join(ADAPTER_WEIGHTS)).expect("read");
                 let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
-                let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = st
+                let mut t: Vec<NamedTensor> = st
                     .tensors()
                     .into_iter()
                     .map(|(k, v)| {

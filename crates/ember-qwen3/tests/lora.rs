@@ -450,20 +450,19 @@ impl BackendOp for SaveReload {
             TargetModules::Names(want.into_iter().collect())
         );
 
-        if let (Some(base_name), true) = (
-            r.adapter(name)["base_model"].as_str(),
-            B::name(&device).contains("flex"),
-        ) {
-            if let Some(res) = python_check(&[
+        let base_name = r.adapter(name)["base_model"].as_str().expect("base_model");
+        // The python check needs to run once, not once per backend.
+        if B::name(&device).contains("flex")
+            && let Some(res) = python_check(&[
                 "--check-adapter",
                 out.to_str().expect("utf-8 path"),
                 "--model",
                 base_name,
                 "--adapter",
                 name,
-            ]) {
-                println!("{name}: PEFT loads the ember-saved adapter: {res}");
-            }
+            ])
+        {
+            println!("{name}: PEFT loads the ember-saved adapter: {res}");
         }
     }
 }
