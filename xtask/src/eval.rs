@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_eval::{
-    Encoder, EvalOptions, ModelSpec, NoAdapterLoader, Prepared, ScoreTable, Strategy,
+    Encoder, EvalOptions, ModelSpec, PeftAdapterLoader, Prepared, ScoreTable, Strategy,
     checkpoint_specs, evaluate, load_scorer, prepare, select,
 };
 
@@ -68,7 +68,7 @@ impl BackendOp for Eval<'_> {
         let mut table = ScoreTable::default();
         for (i, spec) in self.specs.iter().enumerate() {
             // Scoring needs no gradients: the inner backend.
-            let scorer = load_scorer::<B::InnerBackend>(spec, &NoAdapterLoader, &device)
+            let scorer = load_scorer::<B::InnerBackend>(spec, &PeftAdapterLoader, &device)
                 .with_context(|| format!("loading {}", spec.label))?;
             let mut scorer = scorer.with_strategy(self.strategy);
             let start = Instant::now();

@@ -2,6 +2,7 @@
 //! crates; no logic lives here.
 
 mod data;
+mod eval;
 mod finetune;
 mod generate;
 
@@ -20,6 +21,8 @@ enum Command {
     Finetune(finetune::Args),
     /// Load and tokenize a run's data; print statistics and an example.
     Data(data::Args),
+    /// Score a model, an adapter or every checkpoint of a run on KMMLU / KoBEST / HAE-RAE.
+    Eval(eval::Args),
     /// Continue a prompt with a Qwen3 model directory.
     Generate(generate::Args),
 }
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     match command {
         Command::Finetune(args) => finetune::run(args),
         Command::Data(args) => data::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Generate(args) => generate::run(args),
     }
 }

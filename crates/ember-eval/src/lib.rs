@@ -30,5 +30,7 @@ pub use error::EvalError;
 pub use evaluate::{EvalOptions, Prepared, evaluate, prepare};
 pub use model::{LogLikelihood, LogLikelihoodModel, Qwen3Scorer, Request, Strategy};
 pub use report::{EvalReport, ScoreTable};
-pub use sources::{AdapterLoader, ModelSpec, NoAdapterLoader, checkpoint_specs, load_scorer};
+pub use sources::{
+    AdapterLoader, ModelSpec, NoAdapterLoader, PeftAdapterLoader, checkpoint_specs, load_scorer,
+};
 pub use tasks::{Selection, select};

@@ -85,7 +85,27 @@ pub trait AdapterLoader<B: Backend> {
     ) -> Result<Qwen3ForCausalLM<B>, EvalError>;
 }
 
-/// The loader to use while no PEFT reader is linked: says so for any adapter.
+/// PEFT adapter directories (`adapter_model.safetensors` + `adapter_config.json`), read by
+/// ember-lora: what `--adapter` and `--checkpoints` use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeftAdapterLoader;
+
+impl<B: Backend> AdapterLoader<B> for PeftAdapterLoader {
+    fn apply(
+        &self,
+        mut model: Qwen3ForCausalLM<B>,
+        _: &Qwen3Config,
+        dir: &Path,
+    ) -> Result<Qwen3ForCausalLM<B>, EvalError> {
+        ember_lora::load_peft(&mut model, dir).map_err(|e| EvalError::ModelSource {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(model)
+    }
+}
+
+/// A loader that refuses every adapter (for base-model-only evaluation).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoAdapterLoader;
 

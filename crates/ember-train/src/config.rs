@@ -58,6 +58,17 @@ pub struct TrainArgs {
     pub group_by_length: bool,
     /// Accepted for compatibility; layer recompute is a memory feature of a later release.
     pub gradient_checkpointing: bool,
+    /// Continue a run: a `checkpoint-N` path, or `true` for the latest complete checkpoint in
+    /// `output_dir` (HF/LLaMA-Factory semantics).
+    pub resume_from_checkpoint: Option<ResumeFrom>,
+}
+
+/// `resume_from_checkpoint = "path/to/checkpoint-N"` or `true` / `false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResumeFrom {
+    Latest(bool),
+    Path(PathBuf),
 }
 
 impl Default for TrainArgs {
@@ -82,6 +93,7 @@ impl Default for TrainArgs {
             disable_shuffling: false,
             group_by_length: false,
             gradient_checkpointing: false,
+            resume_from_checkpoint: None,
         }
     }
 }
@@ -123,8 +135,28 @@ pub struct OutputArgs {
     pub save_steps: usize,
     pub save_total_limit: Option<usize>,
     pub plot_loss: bool,
-    /// Refuse to write into a directory that already holds a finished run unless this is set.
+    /// Write into an output directory that already holds a run (otherwise that is an error, so
+    /// that nothing already written is lost; resuming is always allowed).
     pub overwrite_output_dir: bool,
+    /// At the end, load the checkpoint with the best `metric_for_best_model` before saving.
+    pub load_best_model_at_end: bool,
+    /// `eval_loss` (default) or another logged eval metric.
+    pub metric_for_best_model: Option<String>,
+    /// Default: false for losses, true otherwise (as HF).
+    pub greater_is_better: Option<bool>,
+}
+
+impl OutputArgs {
+    /// The metric that ranks checkpoints (HF: `eval_` is prefixed when missing).
+    pub fn best_metric_name(&self) -> String {
+        let m = self.metric_for_best_model.clone().unwrap_or_else(|| "loss".into());
+        if m.starts_with("eval_") { m } else { format!("eval_{m}") }
+    }
+
+    pub fn greater_is_better(&self) -> bool {
+        self.greater_is_better
+            .unwrap_or_else(|| !self.best_metric_name().ends_with("loss"))
+    }
 }
 
 impl Default for OutputArgs {
@@ -136,6 +168,9 @@ impl Default for OutputArgs {
             save_total_limit: None,
             plot_loss: false,
             overwrite_output_dir: false,
+            load_best_model_at_end: false,
+            metric_for_best_model: None,
+            greater_is_better: None,
         }
     }
 }
@@ -287,6 +322,27 @@ impl FinetuneConfig {
         }
         if self.output.save_strategy == Strategy::Steps && self.output.save_steps == 0 {
             return err("output.save_steps", "save_strategy = \"steps\" needs save_steps >= 1".into());
+        }
+        if self.output.load_best_model_at_end {
+            if self.eval.eval_strategy == Strategy::No {
+                return err("output.load_best_model_at_end", "needs an eval_strategy other than \"no\"".into());
+            }
+            if self.output.save_strategy != self.eval.eval_strategy
+                || (self.output.save_strategy == Strategy::Steps
+                    && self.eval.eval_steps.is_some_and(|e| self.output.save_steps % e != 0))
+            {
+                return err(
+                    "output.load_best_model_at_end",
+                    "needs save_strategy = eval_strategy (and save_steps a multiple of eval_steps), as in HF".into(),
+                );
+            }
+            let m = self.output.best_metric_name();
+            if m != "eval_loss" {
+                return err("output.metric_for_best_model", format!("`{m}` is not logged by the trainer; use eval_loss"));
+            }
+        }
+        if self.output.save_total_limit == Some(0) {
+            return err("output.save_total_limit", "must be at least 1 (omit it to keep every checkpoint)".into());
         }
         if !matches!(self.model.dtype.as_str(), "f32" | "float32" | "bf16" | "bfloat16") {
             return err("model.dtype", format!("`{}` is not one of f32, bf16", self.model.dtype));

@@ -152,9 +152,16 @@ pub struct JsonlLog {
 pub const TRAINER_LOG_FILE: &str = "trainer_log.jsonl";
 
 impl JsonlLog {
-    pub fn create(dir: &Path) -> Result<Self, TrainError> {
+    /// Creates the log, or appends to it when resuming.
+    pub fn open(dir: &Path, append: bool) -> Result<Self, TrainError> {
         let path = dir.join(TRAINER_LOG_FILE);
-        let file = File::create(&path).map_err(|source| TrainError::Io {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|source| TrainError::Io {
             path: path.clone(),
             source,
         })?;

@@ -12,7 +12,8 @@ use ember_data::{Batch, Example, Loader, LoaderConfig, Position, SftData};
 use ember_optim::{AdamW, AdamWConfig, LrScheduler, SchedulerArgs, clip_grad_norm};
 use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM, load_pretrained};
 
-use crate::config::{FinetuneConfig, Strategy};
+use crate::checkpoint::{self, Fingerprint, LoopState};
+use crate::config::{FinetuneConfig, ResumeFrom, Strategy};
 use crate::plan::StepPlan;
 use crate::report::{Banner, Reporter, Summary};
 use crate::state::{LogEntry, TrainerState, write_json};
@@ -100,10 +101,9 @@ impl<B: AutodiffBackend> Run<B> {
         })
     }
 
-    /// Trains to the end, writing outputs into `output.output_dir`.
+    /// Trains to the end (or resumes and continues), writing outputs into `output.output_dir`.
     pub fn train(self, reporter: &mut dyn Reporter) -> Result<RunOutput, TrainError> {
         let banner = self.banner()?;
-        reporter.banner(&banner);
         let Run {
             cfg,
             model_cfg,
@@ -114,6 +114,10 @@ impl<B: AutodiffBackend> Run<B> {
             device,
         } = self;
         let out_dir = cfg.output.output_dir.clone();
+        let resume_dir = resume_checkpoint(&cfg)?;
+        if resume_dir.is_none() && !cfg.output.overwrite_output_dir {
+            refuse_to_overwrite(&out_dir)?;
+        }
         std::fs::create_dir_all(&out_dir).map_err(|source| TrainError::Io {
             path: out_dir.clone(),
             source,
@@ -126,17 +130,7 @@ impl<B: AutodiffBackend> Run<B> {
             weight_decay: t.weight_decay,
         });
         let mut sched = Run::<B>::scheduler_for(&cfg, &plan)?;
-        let mut loader = Loader::new(
-            &data.train,
-            LoaderConfig {
-                batch_size: t.per_device_train_batch_size,
-                shuffle: !t.disable_shuffling,
-                group_by_length: t.group_by_length,
-                seed: t.seed,
-                pad_id: data.pad_id,
-                pad_to_multiple_of: cfg.data.pad_to_multiple_of,
-            },
-        );
+        let fingerprint = Fingerprint::of(&cfg, &adapter_cfg, data.train.len(), plan.max_steps);
         let mut state = TrainerState {
             eval_steps: cfg.eval.eval_steps,
             is_local_process_zero: true,
@@ -148,24 +142,69 @@ impl<B: AutodiffBackend> Run<B> {
             train_batch_size: t.per_device_train_batch_size,
             ..Default::default()
         };
-        let mut log_file = crate::report::JsonlLog::create(&out_dir)?;
+        let mut ls = LoopState {
+            fingerprint: Some(fingerprint.clone()),
+            ..Default::default()
+        };
+        if let Some(dir) = &resume_dir {
+            let saved = checkpoint::load_loop_state(dir)?;
+            if let Some(fp) = &saved.fingerprint {
+                let diff = fp.differences(&fingerprint);
+                if !diff.is_empty() {
+                    return Err(TrainError::CheckpointMismatch {
+                        dir: dir.clone(),
+                        differences: diff,
+                    });
+                }
+            }
+            ember_lora::load_peft(&mut model, dir)?;
+            opt.load(dir, &model)?;
+            sched = LrScheduler::load(dir)?;
+            state = TrainerState::load(dir)?;
+            ls = saved;
+        }
+        reporter.banner(&banner);
+        let mut loader = Loader::new(
+            &data.train,
+            LoaderConfig {
+                batch_size: t.per_device_train_batch_size,
+                shuffle: !t.disable_shuffling,
+                group_by_length: t.group_by_length,
+                seed: t.seed,
+                pad_id: data.pad_id,
+                pad_to_multiple_of: cfg.data.pad_to_multiple_of,
+            },
+        );
+        let mut log_file = crate::report::JsonlLog::open(&out_dir, resume_dir.is_some())?;
+        if let Some(dir) = &resume_dir {
+            log_file.note(&format!("resumed from {} at step {}", dir.display(), state.global_step))?;
+        }
         let start = Instant::now();
-        let (mut loss_since_log, mut last_logged, mut total_loss) = (0.0f64, 0u64, 0.0f64);
-        let mut tokens_seen = 0u64;
+        let start_step = state.global_step;
+        let windows = plan.windows();
+        let mut step_index = 0u64;
         'epochs: for epoch in 0..plan.epochs {
-            for window in plan.windows() {
-                if state.global_step >= plan.max_steps {
+            for (w, window) in windows.iter().enumerate() {
+                if step_index >= plan.max_steps {
                     break 'epochs;
+                }
+                step_index += 1;
+                if step_index <= start_step {
+                    continue; // done before the checkpoint we resumed from
                 }
                 let batches: Vec<Batch> = window
                     .clone()
                     .filter_map(|b| loader.batch_at(Position { epoch, batch: b }))
                     .collect();
                 let n_items = ember_data::count_target_tokens(&batches);
-                tokens_seen += batches.iter().map(|b| b.real_tokens() as u64).sum::<u64>();
+                ls.tokens_seen += batches.iter().map(|b| b.real_tokens() as u64).sum::<u64>();
                 let mut acc = GradientsAccumulator::<Qwen3ForCausalLM<B>>::new();
                 let mut step_loss = Tensor::<B::InnerBackend, 1>::zeros([1], &device);
-                for b in &batches {
+                for (i, b) in batches.iter().enumerate() {
+                    // Dropout masks are a function of (seed, epoch, micro-batch): a resumed run and a
+                    // recomputed layer draw the same ones.
+                    let micro = (epoch as usize * plan.micro_batches_per_epoch + window.start + i) as u64;
+                    ember_lora::set_dropout_seed(&mut model, dropout_seed(t.seed, micro));
                     let (ids, mask, labels) = batch_tensors::<B>(b, &device);
                     // HF divides each micro-batch's summed token loss by the whole window's count.
                     let loss = model
@@ -178,37 +217,37 @@ impl<B: AutodiffBackend> Run<B> {
                 }
                 let mut grads = acc.grads();
                 let grad_norm = clip_grad_norm(&model, &mut grads, t.max_grad_norm);
+                let step = state.global_step + 1;
+                let step_loss: f64 = step_loss.into_scalar().elem::<f64>();
+                if !step_loss.is_finite() {
+                    return Err(non_finite(&mut log_file, "loss", step_loss, step));
+                }
+                if !grad_norm.is_finite() {
+                    return Err(non_finite(&mut log_file, "gradient norm", grad_norm, step));
+                }
                 let lr = sched.lr();
                 model = opt.step(lr, model, grads);
                 sched.step();
-                state.global_step += 1;
-                let step = state.global_step;
+                state.global_step = step;
                 state.epoch = epoch as f64 + window.end as f64 / plan.micro_batches_per_epoch as f64;
-                let step_loss: f64 = step_loss.into_scalar().elem::<f64>();
-                if !step_loss.is_finite() {
-                    return Err(non_finite(&out_dir, &mut log_file, "loss", step));
-                }
-                if !grad_norm.is_finite() {
-                    return Err(non_finite(&out_dir, &mut log_file, "gradient norm", step));
-                }
-                loss_since_log += step_loss;
-                total_loss += step_loss;
+                ls.loss_since_log += step_loss;
+                ls.total_loss += step_loss;
                 if step % t.logging_steps as u64 == 0 {
                     let entry = LogEntry {
-                        loss: Some(loss_since_log / (step - last_logged) as f64),
+                        loss: Some(ls.loss_since_log / (step - ls.last_logged) as f64),
                         grad_norm: Some(grad_norm),
                         learning_rate: Some(lr),
                         epoch: state.epoch,
                         step,
                         ..Default::default()
                     };
-                    (loss_since_log, last_logged) = (0.0, step);
+                    (ls.loss_since_log, ls.last_logged) = (0.0, step);
                     log_file.write(&entry, plan.max_steps, start.elapsed().as_secs_f64())?;
                     reporter.log(&entry);
                     state.log_history.push(entry);
                 }
-                reporter.step(step, plan.max_steps, start.elapsed().as_secs_f64());
-                let epoch_end = window.end == plan.micro_batches_per_epoch;
+                reporter.step(step, plan.max_steps, start.elapsed().as_secs_f64() / (step - start_step) as f64);
+                let epoch_end = w + 1 == windows.len();
                 let eval_now = match cfg.eval.eval_strategy {
                     Strategy::No => false,
                     Strategy::Steps => cfg.eval.eval_steps.is_some_and(|s| step % s as u64 == 0),
@@ -216,6 +255,15 @@ impl<B: AutodiffBackend> Run<B> {
                 };
                 if eval_now && !data.eval.is_empty() {
                     let entry = evaluate_entry(&model, &model_cfg, &cfg, &data, &device, state.epoch, step);
+                    if let Some(m) = entry.eval_loss {
+                        let better = state.best_metric.is_none_or(|b| {
+                            if cfg.output.greater_is_better() { m > b } else { m < b }
+                        });
+                        if better && m.is_finite() {
+                            state.best_metric = Some(m);
+                            state.best_global_step = Some(step);
+                        }
+                    }
                     log_file.write(&entry, plan.max_steps, start.elapsed().as_secs_f64())?;
                     reporter.log(&entry);
                     state.log_history.push(entry);
@@ -226,19 +274,37 @@ impl<B: AutodiffBackend> Run<B> {
                     Strategy::Epoch => epoch_end || step == plan.max_steps,
                 };
                 if save_now {
-                    state.num_input_tokens_seen = tokens_seen;
-                    crate::checkpoint::save(&out_dir, &model, &adapter_cfg, &opt, &sched, &state)?;
+                    if state.best_global_step == Some(step) {
+                        state.best_model_checkpoint =
+                            Some(checkpoint::checkpoint_dir(&out_dir, step).display().to_string());
+                    }
+                    state.num_input_tokens_seen = ls.tokens_seen;
+                    checkpoint::save(&out_dir, &model, &adapter_cfg, &opt, &sched, &state, &ls)?;
+                    let best = state.best_model_checkpoint.as_ref().map(PathBuf::from);
+                    checkpoint::rotate(&out_dir, cfg.output.save_total_limit, best.as_deref())?;
                 }
             }
         }
         let runtime = start.elapsed().as_secs_f64();
         let steps = state.global_step.max(1) as f64;
-        let train_loss = total_loss / steps;
+        // HF: the mean of every step loss of the run (a resumed run counts the steps before the
+        // checkpoint too, from the saved sum).
+        let train_loss = ls.total_loss / steps;
         let samples = if t.max_steps > 0 {
             (plan.max_steps as usize * t.per_device_train_batch_size * t.gradient_accumulation_steps) as f64
         } else {
             data.train.len() as f64 * t.num_train_epochs
         };
+        if cfg.output.load_best_model_at_end {
+            if let Some(best) = state.best_model_checkpoint.clone() {
+                ember_lora::load_peft(&mut model, Path::new(&best))?;
+                log_file.note(&format!(
+                    "loaded the best model from {best} ({} = {:?})",
+                    cfg.output.best_metric_name(),
+                    state.best_metric
+                ))?;
+            }
+        }
         let final_entry = LogEntry {
             train_runtime: Some(runtime),
             train_samples_per_second: Some(samples / runtime),
@@ -249,7 +315,7 @@ impl<B: AutodiffBackend> Run<B> {
             step: state.global_step,
             ..Default::default()
         };
-        state.num_input_tokens_seen = tokens_seen;
+        state.num_input_tokens_seen = ls.tokens_seen;
         state.log_history.push(final_entry.clone());
         adapter::save(&model, &adapter_cfg, &out_dir)?;
         state.save(&out_dir)?;
@@ -273,15 +339,16 @@ impl<B: AutodiffBackend> Run<B> {
         if cfg.output.plot_loss {
             crate::plot::plot_losses(&state, &out_dir)?;
         }
+        let trained = (state.global_step - start_step).max(1) as f64;
         let summary = Summary {
             train_samples: data.train.len(),
             eval_samples: data.eval.len(),
             steps: state.global_step,
             train_runtime: runtime,
-            seconds_per_step: runtime / steps,
+            seconds_per_step: runtime / trained,
             train_loss,
             eval_loss: final_eval,
-            tokens_per_second: tokens_seen as f64 / runtime,
+            tokens_per_second: ls.tokens_seen as f64 / runtime,
         };
         reporter.summary(&summary, &out_dir);
         Ok(RunOutput {
@@ -316,9 +383,39 @@ pub fn scheduler_args(cfg: &FinetuneConfig) -> Result<SchedulerArgs, TrainError>
     })
 }
 
-fn non_finite(out_dir: &Path, log: &mut crate::report::JsonlLog, what: &'static str, step: u64) -> TrainError {
-    let _ = log.note(&format!("non-finite {what} at step {step}; training stopped"));
-    let _ = out_dir;
+/// The checkpoint to resume from, if the config asks for one. `true` takes the newest complete
+/// checkpoint in `output_dir` (none: a fresh start, as HF); an explicit path must be complete.
+pub fn resume_checkpoint(cfg: &FinetuneConfig) -> Result<Option<PathBuf>, TrainError> {
+    match &cfg.train.resume_from_checkpoint {
+        None | Some(ResumeFrom::Latest(false)) => Ok(None),
+        Some(ResumeFrom::Latest(true)) => Ok(checkpoint::list(&cfg.output.output_dir).pop().map(|(_, p)| p)),
+        Some(ResumeFrom::Path(p)) => match checkpoint::incomplete(p) {
+            None => Ok(Some(p.clone())),
+            Some(why) => Err(TrainError::NotACheckpoint { dir: p.clone(), reason: why }),
+        },
+    }
+}
+
+/// A finished or started run in `dir` is not overwritten silently.
+fn refuse_to_overwrite(dir: &Path) -> Result<(), TrainError> {
+    let has_run = dir.join(crate::state::TRAINER_STATE_FILE).exists() || !checkpoint::list(dir).is_empty();
+    if has_run {
+        return Err(TrainError::OutputExists(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// The dropout seed of one micro-batch (SplitMix64 of the run seed and the micro-batch number).
+pub fn dropout_seed(seed: u64, micro_batch: u64) -> u64 {
+    let mut z = seed ^ micro_batch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn non_finite(log: &mut crate::report::JsonlLog, what: &'static str, value: f64, step: u64) -> TrainError {
+    // The log says what happened; no checkpoint is written after it, so the last one stays good.
+    let _ = log.note(&format!("non-finite {what} ({value}) at step {step}: training stopped"));
     TrainError::NonFinite { what, step }
 }
 
