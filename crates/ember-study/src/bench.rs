@@ -1,0 +1,145 @@
+//! Benchmark scores (KoBEST, KMMLU, HAE-RAE through ember-eval) of every checkpoint of a run and of
+//! its final adapter, cached in the run directory (`benchmarks.json`) so a resumed sweep or
+//! `--report-only` does not score twice.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use ember_eval::{
+    AdapterLoader, EvalError, EvalOptions, ModelSpec, Prepared, ScoreTable, Strategy, evaluate,
+    load_scorer,
+};
+use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM};
+
+use crate::StudyError;
+use crate::error::{read_json, write_json};
+use crate::record::{BENCHMARKS_FILE, checkpoints};
+
+/// `--eval-tasks` and their options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub tasks: Vec<String>,
+    pub data_dir: PathBuf,
+    pub limit: Option<usize>,
+    pub num_fewshot: usize,
+    /// Leave out tasks whose files are missing.
+    pub skip_missing: bool,
+    /// Tokens per packed forward (0: one forward per choice).
+    pub pack_tokens: usize,
+}
+
+impl BenchOptions {
+    pub fn eval_options(&self) -> EvalOptions {
+        EvalOptions {
+            limit: self.limit,
+            num_fewshot: self.num_fewshot,
+            skip_missing: self.skip_missing,
+            ..Default::default()
+        }
+    }
+
+    fn strategy(&self) -> Strategy {
+        match self.pack_tokens {
+            0 => Strategy::PerRequest,
+            n => Strategy::Packed { max_tokens: n },
+        }
+    }
+}
+
+/// Loads PEFT adapters (ember-lora) into the scorer's model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeftLoader;
+
+impl<B: Backend> AdapterLoader<B> for PeftLoader {
+    fn apply(
+        &self,
+        mut model: Qwen3ForCausalLM<B>,
+        _: &Qwen3Config,
+        dir: &Path,
+    ) -> Result<Qwen3ForCausalLM<B>, EvalError> {
+        ember_lora::load_peft(&mut model, dir).map_err(|e| EvalError::ModelSource {
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(model)
+    }
+}
+
+/// Loads the tasks' documents and tokenizes the requests once for all models.
+pub fn prepare(base: &Path, opts: &BenchOptions) -> Result<Prepared, StudyError> {
+    let selection = ember_eval::select(&opts.tasks)?;
+    let encoder = ember_eval::Encoder::from_file(base.join("tokenizer.json"))?;
+    Ok(ember_eval::prepare(
+        &selection,
+        &opts.data_dir,
+        &encoder,
+        &opts.eval_options(),
+    )?)
+}
+
+/// Scores the given models into a table.
+pub fn score<B: Backend>(
+    specs: &[ModelSpec],
+    prepared: &Prepared,
+    opts: &BenchOptions,
+    device: &B::Device,
+) -> Result<ScoreTable, StudyError> {
+    let mut table = ScoreTable::default();
+    for spec in specs {
+        let mut scorer =
+            load_scorer::<B>(spec, &PeftLoader, device)?.with_strategy(opts.strategy());
+        let mut report = evaluate(&mut scorer, prepared, &spec.label, &opts.eval_options())?;
+        report.tasks.iter_mut().for_each(|t| t.docs.clear());
+        table.rows.push(report);
+    }
+    Ok(table)
+}
+
+/// Scores every `checkpoint-N` of `run_dir` and its final adapter (row `final`), unless
+/// `benchmarks.json` already has exactly those rows.
+pub fn score_run<B: Backend>(
+    base: &Path,
+    run_dir: &Path,
+    prepared: &Prepared,
+    opts: &BenchOptions,
+    device: &B::Device,
+) -> Result<ScoreTable, StudyError> {
+    let mut specs: Vec<ModelSpec> = checkpoints(run_dir)
+        .into_iter()
+        .map(|s| ModelSpec::with_adapter(base, run_dir.join(format!("checkpoint-{s}"))))
+        .collect();
+    specs.push(ModelSpec {
+        label: "final".into(),
+        base: base.to_path_buf(),
+        adapter: Some(run_dir.to_path_buf()),
+    });
+    let cache = run_dir.join(BENCHMARKS_FILE);
+    if cache.is_file() {
+        let cached: ScoreTable = read_json(&cache)?;
+        let labels: Vec<&str> = cached.rows.iter().map(|r| r.model.as_str()).collect();
+        let wanted: Vec<&str> = specs.iter().map(|s| s.label.as_str()).collect();
+        if labels == wanted {
+            return Ok(cached);
+        }
+    }
+    let table = score::<B>(&specs, prepared, opts, device)?;
+    write_json(&cache, &table)?;
+    Ok(table)
+}
+
+/// The base model's scores, cached in `out/base_benchmarks.json`.
+pub fn score_base<B: Backend>(
+    base: &Path,
+    out: &Path,
+    prepared: &Prepared,
+    opts: &BenchOptions,
+    device: &B::Device,
+) -> Result<ScoreTable, StudyError> {
+    let cache = out.join("base_benchmarks.json");
+    if cache.is_file() {
+        return read_json(&cache);
+    }
+    let table = score::<B>(&[ModelSpec::base(base)], prepared, opts, device)?;
+    write_json(&cache, &table)?;
+    Ok(table)
+}

@@ -1,0 +1,61 @@
+//! Errors of planning, sweeping and reporting; each names the file, run or argument at fault.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Json { path: PathBuf, message: String },
+    #[error("--grid `{spec}`: {reason}")]
+    Grid { spec: String, reason: String },
+    #[error("run `{run}`: {reason}")]
+    Run { run: String, reason: String },
+    #[error("plan: {0}")]
+    Plan(String),
+    #[error("plot {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+    #[error(transparent)]
+    Train(#[from] ember_train::TrainError),
+    #[error(transparent)]
+    Data(#[from] ember_data::DataError),
+    #[error(transparent)]
+    Model(#[from] ember_qwen3::Qwen3Error),
+    #[error(transparent)]
+    Lora(#[from] ember_lora::LoraError),
+    #[error(transparent)]
+    Eval(#[from] ember_eval::EvalError),
+    #[error(transparent)]
+    Optim(#[from] ember_optim::OptimError),
+}
+
+impl StudyError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StudyError {
+        let path = path.into();
+        move |source| StudyError::Io { path, source }
+    }
+}
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<T, StudyError> {
+    let text = std::fs::read_to_string(path).map_err(StudyError::io(path))?;
+    serde_json::from_str(&text).map_err(|e| StudyError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes pretty JSON atomically (temporary file and rename).
+pub(crate) fn write_json(
+    path: &std::path::Path,
+    value: &impl serde::Serialize,
+) -> Result<(), StudyError> {
+    Ok(ember_train::state::write_json(path, value)?)
+}

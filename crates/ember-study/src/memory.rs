@@ -1,0 +1,187 @@
+//! Peak-memory estimate of a LoRA run from shapes alone: frozen weights, adapter state, and the
+//! activations the backward pass keeps for the largest micro-batch. docs/study.md has the formula
+//! and how it compares with measured runs.
+
+use ember_qwen3::Qwen3Config;
+use serde::Serialize;
+
+/// Bytes per element of a compute dtype name (`f32`, `bf16`).
+pub fn dtype_bytes(dtype: &str) -> u64 {
+    match dtype {
+        "bf16" | "bfloat16" | "f16" | "float16" => 2,
+        _ => 4,
+    }
+}
+
+/// Bytes the adapter costs per trainable parameter: f32 weight, gradient, accumulated gradient,
+/// and AdamW's two moments.
+pub const ADAPTER_BYTES_PER_PARAM: u64 = 4 * 5;
+
+/// What the estimate needs to know about the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryInputs {
+    pub base_params: u64,
+    pub trainable_params: u64,
+    pub lora_rank: usize,
+    pub dtype: String,
+    /// Rows of the largest training micro-batch.
+    pub batch_size: usize,
+    /// Its padded length (the longest sample, rounded up to `pad_to_multiple_of`).
+    pub padded_len: usize,
+    /// Bytes the process or device holds before the model: the measured resident size of the
+    /// planning process on CPU, an assumed context size on a GPU.
+    pub runtime_bytes: u64,
+}
+
+/// The estimate, by part; `peak` and `peak_checkpointed` are the totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryEstimate {
+    pub inputs: MemoryInputs,
+    pub weights: u64,
+    pub adapter: u64,
+    pub activations: u64,
+    pub logits: u64,
+    /// Activations if only layer inputs were kept and one layer recomputed (gradient
+    /// checkpointing, a memory feature ember-train does not have yet).
+    pub activations_checkpointed: u64,
+    pub peak: u64,
+    pub peak_checkpointed: u64,
+}
+
+/// Elements the backward pass keeps per token and decoder layer (docs/study.md derives it):
+/// `12h + 7q + 5kv + 5i + 7r + 3·heads·L`.
+pub fn layer_elements_per_token(c: &Qwen3Config, rank: usize, padded_len: usize) -> u64 {
+    let h = c.hidden_size as u64;
+    let q = (c.num_attention_heads * c.head_dim) as u64;
+    let kv = (c.kv_heads() * c.head_dim) as u64;
+    let i = c.intermediate_size as u64;
+    let r = rank as u64;
+    let heads = c.num_attention_heads as u64;
+    12 * h + 7 * q + 5 * kv + 5 * i + 7 * r + 3 * heads * padded_len as u64
+}
+
+/// The estimate for a model of config `c`.
+pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
+    let e = dtype_bytes(&inputs.dtype);
+    let tokens = (inputs.batch_size * inputs.padded_len) as u64;
+    let layers = c.num_hidden_layers as u64;
+    let per_layer = layer_elements_per_token(c, inputs.lora_rank, inputs.padded_len);
+    let weights = inputs.base_params * e;
+    let adapter = inputs.trainable_params * ADAPTER_BYTES_PER_PARAM;
+    // Embedding output and final norm (2h), plus the per-layer terms.
+    let activations = tokens * (layers * per_layer + 2 * c.hidden_size as u64) * e;
+    // f32 logits, their log-softmax and its gradient.
+    let logits = tokens * c.vocab_size as u64 * 4 * 3;
+    let activations_checkpointed =
+        tokens * (layers * c.hidden_size as u64 + per_layer + 2 * c.hidden_size as u64) * e;
+    let fixed = inputs.runtime_bytes + weights + adapter + logits;
+    MemoryEstimate {
+        peak: fixed + activations,
+        peak_checkpointed: fixed + activations_checkpointed,
+        weights,
+        adapter,
+        activations,
+        logits,
+        activations_checkpointed,
+        inputs,
+    }
+}
+
+/// An assumed CUDA context and allocator reserve on a GPU.
+pub const GPU_RUNTIME_BYTES: u64 = 512 << 20;
+
+/// The resident set size of this process (Linux `/proc/self/status` `VmRSS`), if known.
+pub fn current_rss() -> Option<u64> {
+    proc_status_kib("VmRSS:").map(|k| k * 1024)
+}
+
+/// The peak resident set size of this process so far (`VmHWM`), if known.
+pub fn peak_rss() -> Option<u64> {
+    proc_status_kib("VmHWM:").map(|k| k * 1024)
+}
+
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `1536` -> `1.5 KiB`.
+pub fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+impl std::fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.inputs;
+        writeln!(
+            f,
+            "  Peak memory (estimate, {} base, micro-batch {} x {} tokens) = {}",
+            i.dtype,
+            i.batch_size,
+            i.padded_len,
+            human_bytes(self.peak)
+        )?;
+        writeln!(
+            f,
+            "    runtime {} + weights {} + adapter/optimizer {} + activations {} + logits {}",
+            human_bytes(i.runtime_bytes),
+            human_bytes(self.weights),
+            human_bytes(self.adapter),
+            human_bytes(self.activations),
+            human_bytes(self.logits)
+        )?;
+        write!(
+            f,
+            "    with gradient checkpointing (not yet in ember-train): {}",
+            human_bytes(self.peak_checkpointed)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen3_8b_weights_and_adapter() {
+        let c: Qwen3Config = serde_json::from_str(
+            r#"{"hidden_size":4096,"intermediate_size":12288,"num_hidden_layers":36,
+                "num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"vocab_size":151936}"#,
+        )
+        .unwrap();
+        let m = estimate(
+            &c,
+            MemoryInputs {
+                base_params: 8_190_735_360,
+                trainable_params: 43_646_976,
+                lora_rank: 16,
+                dtype: "bf16".into(),
+                batch_size: 4,
+                padded_len: 6504,
+                runtime_bytes: 0,
+            },
+        );
+        assert_eq!(m.weights, 8_190_735_360 * 2);
+        assert_eq!(m.adapter, 43_646_976 * 20);
+        assert!(m.peak_checkpointed < m.peak);
+        assert_eq!(m.peak, m.weights + m.adapter + m.activations + m.logits);
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}
