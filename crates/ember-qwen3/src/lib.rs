@@ -3,15 +3,19 @@
 //! - [`config`]: [`Qwen3Config`] from an HF `config.json`, validated.
 //! - [`model`]: the model; module names are HF checkpoint keys. Forward to logits, and the shifted
 //!   cross-entropy loss over labels that are not -100.
+//! - [`attention`]: plain and memory-efficient chunked attention (custom autodiff op).
+//! - [`loss`]: chunked head + cross-entropy (custom autodiff op).
 //! - [`weights`]: where tensors come from: an HF checkpoint (single or sharded safetensors,
 //!   memory-mapped) or seeded random initialisation.
 //! - [`generate`]: KV-cached greedy and temperature/top-p generation.
 //! - [`pretrained`]: one call to load a model directory.
 
+pub mod attention;
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod lora;
+pub mod loss;
 pub mod model;
 pub mod pretrained;
 pub mod weights;
@@ -19,6 +23,8 @@ pub mod weights;
 pub use config::Qwen3Config;
 pub use error::Qwen3Error;
 pub use generate::{Generation, GenerationConfig, Sampling, StopReason};
+pub use attention::{AttentionImpl, AttnMask};
+pub use loss::LossImpl;
 pub use model::{IGNORE_INDEX, LossSum, Qwen3ForCausalLM, shifted_cross_entropy};
 pub use pretrained::{load_pretrained, random_model};
 pub use weights::{RandomInit, SafetensorsSource, WeightSource};

@@ -5,20 +5,19 @@
 //! k before rotate-half RoPE, grouped-query attention, SwiGLU MLP.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData, backend::Backend};
 
 use ember_lora::LoraLinear;
 
+use crate::attention::{AttentionImpl, AttnMask, attention};
 use crate::config::Qwen3Config;
+use crate::loss::{LossImpl, chunked_head_cross_entropy, int_tensor, shifted_targets};
 use crate::weights::{Init, WeightSource};
 
 /// Label value excluded from the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
 
-/// Large negative score for masked attention positions. Finite, so a fully masked row (a padded
-/// query) gives a uniform row instead of NaN; such rows never reach the loss.
-const MASK_VALUE: f32 = -1e30;
 
 /// RMSNorm: the statistics are computed in f32 whatever the input dtype, and the weight is applied
 /// after casting back (as HF's `Qwen3RMSNorm`).
@@ -155,6 +154,8 @@ pub struct Attention<B: Backend> {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Plain or chunked attention; not a parameter (not saved, kept across record loads).
+    pub attention_impl: AttentionImpl,
 }
 
 impl<B: Backend> Attention<B> {
@@ -170,16 +171,18 @@ impl<B: Backend> Attention<B> {
             num_heads: c.num_attention_heads,
             num_kv_heads: c.kv_heads(),
             head_dim: c.head_dim,
+            attention_impl: AttentionImpl::default(),
         }
     }
 
-    /// `x: [batch, seq, hidden]`; `mask: [batch, 1, seq, past+seq]`, true where attention is
-    /// forbidden. With a cache, the new keys and values are appended to it.
+    /// `x: [batch, seq, hidden]`; `mask`: a [`AttnMask`], or a `[batch, 1, seq, past+seq]` bool
+    /// tensor, true where attention is forbidden. With a cache, the new keys and values are
+    /// appended to it.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: Tensor<B, 4, Bool>,
+        mask: impl Into<AttnMask<B>>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -198,28 +201,9 @@ impl<B: Backend> Attention<B> {
             cache.k = Some(k.clone());
             cache.v = Some(v.clone());
         }
-        let t = k.dims()[2];
-        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        let dtype = q.dtype();
-        let scores = q.matmul(k.swap_dims(2, 3)) * (hd as f64).powf(-0.5);
-        let scores = scores.mask_fill(mask.expand([b, nh, s, t]), MASK_VALUE);
-        // Softmax in f32, as HF's eager attention.
-        let probs = softmax(scores.cast(DType::F32), 3).cast(dtype);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
-        self.o_proj.forward(out)
+        let out = attention(q, k, v, mask.into(), self.attention_impl);
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
     }
-}
-
-/// Grouped-query attention: each of the `n_rep` query heads of a group reads the same kv head
-/// (HF's `repeat_kv`: head `h` uses kv head `h / n_rep`).
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kv, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, n_rep, s, d])
-        .reshape([b, kv * n_rep, s, d])
 }
 
 #[derive(Module, Debug)]
@@ -273,7 +257,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: Tensor<B, 4, Bool>,
+        mask: impl Into<AttnMask<B>>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
@@ -294,6 +278,8 @@ pub struct Qwen3Model<B: Backend> {
 pub struct Qwen3ForCausalLM<B: Backend> {
     pub model: Qwen3Model<B>,
     pub lm_head: Option<LoraLinear<B>>,
+    /// How [`Qwen3ForCausalLM::forward_loss`] computes the loss; not a parameter.
+    pub loss_impl: LossImpl,
 }
 
 /// Sum of token cross-entropies and the number of supervised tokens: the loss is `sum / count`,
@@ -335,7 +321,28 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
                 norm,
             },
             lm_head,
+            loss_impl: LossImpl::chunked_for_vocab(cfg.vocab_size),
         }
+    }
+
+    /// Selects the attention implementation of every layer.
+    pub fn set_attention(&mut self, imp: AttentionImpl) {
+        for layer in &mut self.model.layers {
+            layer.self_attn.attention_impl = imp;
+        }
+    }
+
+    /// The attention implementation of the first layer (all layers share it unless set one by one).
+    pub fn attention_impl(&self) -> AttentionImpl {
+        self.model
+            .layers
+            .first()
+            .map_or_else(AttentionImpl::default, |l| l.self_attn.attention_impl)
+    }
+
+    /// Selects how [`Qwen3ForCausalLM::forward_loss`] computes the loss.
+    pub fn set_loss(&mut self, imp: LossImpl) {
+        self.loss_impl = imp;
     }
 
     pub fn num_layers(&self) -> usize {
@@ -373,12 +380,16 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         cfg: &Qwen3Config,
         mut cache: Option<&mut Vec<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
-        let [b, s] = input_ids.dims();
+        let s = input_ids.dims()[1];
         let device = input_ids.device();
         let past = cache.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
         let mut x = self.model.embed_tokens.forward(input_ids);
         let rope = Rope::new(cfg, past, s, x.dtype(), &device);
-        let mask = Self::attention_mask(attention_mask, b, s, past, &device);
+        // Causal plus key padding, never materialised as [seq, keys] (chunks build their rows).
+        let mask = AttnMask::Causal {
+            past,
+            padding: attention_mask.map(|am| am.equal_elem(0)),
+        };
         if let Some(c) = cache.as_mut() {
             c.resize_with(self.model.layers.len(), LayerCache::default);
         }
@@ -414,7 +425,8 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     }
 
     /// Shifted next-token cross-entropy over positions whose label is not [`IGNORE_INDEX`]:
-    /// position `t` predicts `labels[t + 1]` (HF `ForCausalLMLoss`).
+    /// position `t` predicts `labels[t + 1]` (HF `ForCausalLMLoss`). Computed as
+    /// [`Qwen3ForCausalLM::loss_impl`] says (chunked by default; the same sum and count).
     pub fn forward_loss(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -422,8 +434,81 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         labels: Tensor<B, 2, Int>,
         cfg: &Qwen3Config,
     ) -> LossSum<B> {
-        let logits = self.forward(input_ids, attention_mask, cfg);
-        shifted_cross_entropy(logits, labels)
+        match self.loss_impl {
+            LossImpl::Plain => {
+                let logits = self.forward(input_ids, attention_mask, cfg);
+                shifted_cross_entropy(logits, labels)
+            }
+            LossImpl::Chunked { tokens } => {
+                self.forward_loss_chunked(input_ids, attention_mask, labels, cfg, tokens)
+            }
+        }
+    }
+
+    /// [`Qwen3ForCausalLM::forward_loss`] with the head and loss computed `chunk_tokens`
+    /// supervised positions at a time (see [`crate::loss`]); positions whose label is ignored are
+    /// never projected. Reads the labels back to the host to find the supervised positions.
+    pub fn forward_loss_chunked(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        labels: Tensor<B, 2, Int>,
+        cfg: &Qwen3Config,
+        chunk_tokens: usize,
+    ) -> LossSum<B> {
+        let [b, s] = labels.dims();
+        let device = labels.device();
+        let host: Vec<i64> = labels.into_data().iter::<i64>().collect();
+        let vocab = self.vocab_size();
+        let picked = shifted_targets(&host, b, s, vocab);
+        let n = picked.rows.len();
+        let hidden = self.forward_hidden(input_ids, attention_mask, cfg, None);
+        let count = Tensor::<B, 1>::from_data(TensorData::new(vec![n as f32], [1]), &device);
+        if n == 0 {
+            // Keep the graph (and a zero gradient) as the plain loss does.
+            return LossSum {
+                sum: hidden.sum().cast(DType::F32) * 0.0,
+                count,
+            };
+        }
+        let h = hidden.dims()[2];
+        let rows = hidden
+            .reshape([b * s, h])
+            .select(0, int_tensor::<B>(picked.rows, &device));
+        let targets = int_tensor::<B>(picked.targets, &device);
+        let sum = match self.frozen_head_weight() {
+            Some(w) => chunked_head_cross_entropy(rows, w, targets, chunk_tokens),
+            None => {
+                // A trainable head: plain loss on the supervised rows only.
+                let logits = self.lm_head(rows.unsqueeze::<3>());
+                let logp = log_softmax(logits.squeeze_dim::<2>(0), 1);
+                logp.gather(1, targets.reshape([n, 1])).neg().sum()
+            }
+        };
+        LossSum { sum, count }
+    }
+
+    fn vocab_size(&self) -> usize {
+        match &self.lm_head {
+            Some(head) => head.dims().1,
+            None => self.model.embed_tokens.weight.dims()[0],
+        }
+    }
+
+    /// The `[vocab, hidden]` head weight when the head is a plain frozen projection (no adapter, no
+    /// bias, no gradient): what the chunked loss's custom backward supports.
+    fn frozen_head_weight(&self) -> Option<Tensor<B, 2>> {
+        let w = match &self.lm_head {
+            Some(head) => {
+                let adapter = head.has_adapter() && !head.merged;
+                if adapter || head.bias.is_some() {
+                    return None;
+                }
+                head.weight.val()
+            }
+            None => self.model.embed_tokens.weight.val(),
+        };
+        (!w.is_require_grad()).then_some(w)
     }
 }
 

@@ -1,0 +1,266 @@
+//! Chunked cross-entropy over the output projection: logits, log-sum-exp and loss are computed a
+//! chunk of tokens at a time, so the full `[tokens, vocab]` f32 logits (600 MB for 1k tokens of
+//! Qwen3's 151,936-word vocabulary) and their gradient never exist at once.
+//!
+//! Only supervised positions (shifted label not -100) are projected at all. Under one of ember's
+//! autodiff backends the head and loss form one custom autodiff op whose state is the hidden rows,
+//! the (frozen) head weight, the targets and each row's log-sum-exp; its backward recomputes each
+//! chunk's logits and returns `(softmax - onehot) @ W` for the hidden rows. The head weight gets no
+//! gradient: ember keeps `lm_head` (and tied embeddings) frozen; a trainable head (a LoRA adapter on
+//! `lm_head`, an unfrozen weight) takes the plain path in the model instead. On other backends the
+//! same chunked forward runs with ordinary ops (exact; memory-efficient when autodiff is off).
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+
+use crate::attention::{float_tensor, is_autodiff_of, register, same_type};
+use crate::model::IGNORE_INDEX;
+
+/// Logits per chunk by default (32 Mi floats, 128 MiB in f32): 220 tokens of a 151,936-word
+/// vocabulary, 4,096 tokens of an 8,192-word one.
+pub const DEFAULT_LOSS_CHUNK_LOGITS: usize = 1 << 25;
+
+/// How the model computes its training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossImpl {
+    /// Full f32 logits, `log_softmax`, gather (HF's `ForCausalLMLoss`).
+    Plain,
+    /// Chunks of `tokens` supervised positions through the head and the loss.
+    Chunked { tokens: usize },
+}
+
+impl LossImpl {
+    /// Chunked, with chunks of about [`DEFAULT_LOSS_CHUNK_LOGITS`] logits.
+    pub fn chunked_for_vocab(vocab: usize) -> Self {
+        LossImpl::Chunked {
+            tokens: (DEFAULT_LOSS_CHUNK_LOGITS / vocab.max(1)).clamp(16, 8192),
+        }
+    }
+}
+
+/// Supervised positions of a shifted next-token loss: position `t` of row `r` (flattened index
+/// `r * seq + t`) predicts `labels[r][t + 1]` when that label is not [`IGNORE_INDEX`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShiftedTargets {
+    pub rows: Vec<i64>,
+    pub targets: Vec<i64>,
+}
+
+/// The supervised positions of row-major `labels: [batch, seq]`.
+///
+/// # Panics
+/// If a label is neither [`IGNORE_INDEX`] nor in `0..vocab` (the plain path would index out of
+/// bounds; tokenizers never produce such labels).
+pub fn shifted_targets(labels: &[i64], batch: usize, seq: usize, vocab: usize) -> ShiftedTargets {
+    assert_eq!(labels.len(), batch * seq, "labels are not [batch, seq]");
+    let mut out = ShiftedTargets::default();
+    for r in 0..batch {
+        for t in 0..seq.saturating_sub(1) {
+            let label = labels[r * seq + t + 1];
+            if label == IGNORE_INDEX {
+                continue;
+            }
+            assert!(
+                (0..vocab as i64).contains(&label),
+                "label {label} is neither {IGNORE_INDEX} nor a token id below the vocabulary size {vocab}"
+            );
+            out.rows.push((r * seq + t) as i64);
+            out.targets.push(label);
+        }
+    }
+    out
+}
+
+/// Summed cross-entropy of `hidden: [n, h] @ weight: [vocab, h]ᵀ` against `targets: [n]`, chunk
+/// by chunk (`chunk` rows). Logits are computed in the hidden dtype and cast to f32, as
+/// [`crate::Qwen3ForCausalLM::lm_head`] does. `weight` must not need a gradient.
+pub fn chunked_head_cross_entropy<B: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    chunk: usize,
+) -> Tensor<B, 1> {
+    let chunk = chunk.max(1);
+    #[cfg(feature = "flex")]
+    if is_autodiff_of::<B, burn::backend::Flex>() {
+        return via_autodiff::<B, burn::backend::Flex>(hidden, weight, targets, chunk);
+    }
+    #[cfg(feature = "tch")]
+    if is_autodiff_of::<B, burn::backend::LibTorch<f32>>() {
+        return via_autodiff::<B, burn::backend::LibTorch<f32>>(hidden, weight, targets, chunk);
+    }
+    #[cfg(feature = "cuda")]
+    if is_autodiff_of::<B, burn::backend::Cuda<f32, i32>>() {
+        return via_autodiff::<B, burn::backend::Cuda<f32, i32>>(hidden, weight, targets, chunk);
+    }
+    ce_forward(hidden, weight, targets, chunk).0
+}
+
+fn via_autodiff<B: Backend, I: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    chunk: usize,
+) -> Tensor<B, 1> {
+    let out = head_cross_entropy_autodiff::<I, NoCheckpointing>(
+        same_type(hidden),
+        same_type(weight),
+        same_type(targets),
+        chunk,
+    );
+    same_type(out)
+}
+
+fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n)
+        .step_by(chunk)
+        .map(move |i0| (i0, (i0 + chunk).min(n)))
+}
+
+fn chunk_logits<B: Backend>(
+    hidden: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    i0: usize,
+    c: usize,
+) -> Tensor<B, 2> {
+    hidden
+        .clone()
+        .narrow(0, i0, c)
+        .matmul(weight.clone().transpose())
+        .cast(DType::F32)
+}
+
+/// The loss sum `[1]` and each row's log-sum-exp `[n, 1]` (f32).
+fn ce_forward<B: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    chunk: usize,
+) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    let n = hidden.dims()[0];
+    let device = hidden.device();
+    let mut sum = Tensor::<B, 1>::zeros([1], (&device, DType::F32));
+    let mut lses = Vec::new();
+    for (i0, i1) in chunks(n, chunk) {
+        let c = i1 - i0;
+        let logits = chunk_logits(&hidden, &weight, i0, c);
+        let max = logits.clone().max_dim(1);
+        let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+        let picked = logits.gather(1, targets.clone().narrow(0, i0, c).reshape([c, 1]));
+        sum = sum + (lse.clone() - picked).sum();
+        lses.push(lse);
+    }
+    let lse = if lses.is_empty() {
+        Tensor::zeros([0, 1], (&device, DType::F32))
+    } else {
+        Tensor::cat(lses, 0)
+    };
+    (sum, lse)
+}
+
+/// Gradient w.r.t. `hidden` of `grad * sum`, recomputing each chunk's logits.
+fn ce_backward<B: Backend>(
+    hidden: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    targets: &Tensor<B, 1, Int>,
+    lse: &Tensor<B, 2>,
+    chunk: usize,
+    grad: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let [n, _] = hidden.dims();
+    let dtype = hidden.dtype();
+    let grad = grad.cast(DType::F32).reshape([1, 1]);
+    let mut parts = Vec::new();
+    for (i0, i1) in chunks(n, chunk) {
+        let c = i1 - i0;
+        let logits = chunk_logits(hidden, weight, i0, c);
+        let probs = (logits - lse.clone().narrow(0, i0, c)).exp();
+        let minus_one = Tensor::<B, 2>::full([c, 1], -1.0, (&probs.device(), DType::F32));
+        let idx = targets.clone().narrow(0, i0, c).reshape([c, 1]);
+        // d(lse - logit[target]) / d logits = softmax - onehot(target).
+        let dlogits = probs.scatter(1, idx, minus_one, IndexingUpdateOp::Add) * grad.clone();
+        parts.push(dlogits.cast(dtype).matmul(weight.clone()));
+    }
+    if parts.is_empty() {
+        hidden.zeros_like()
+    } else {
+        Tensor::cat(parts, 0)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CeState<I: Backend> {
+    hidden: Tensor<I, 2>,
+    weight: Tensor<I, 2>,
+    targets: Tensor<I, 1, Int>,
+    lse: Tensor<I, 2>,
+    chunk: usize,
+}
+
+#[derive(Debug)]
+struct HeadCrossEntropyBackward;
+
+impl<I: Backend> Backward<I, 1> for HeadCrossEntropyBackward {
+    type State = CeState<I>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_hidden] = ops.parents;
+        let grad = float_tensor::<I, 1>(grads.consume::<I>(&ops.node));
+        if let Some(node) = node_hidden {
+            let s = ops.state;
+            let dh = ce_backward(&s.hidden, &s.weight, &s.targets, &s.lse, s.chunk, grad);
+            register(grads, node.id, dh);
+        }
+    }
+}
+
+/// The chunked head cross-entropy as one autodiff node over `hidden` (the weight is treated as a
+/// constant).
+pub fn head_cross_entropy_autodiff<I: Backend, C: CheckpointStrategy>(
+    hidden: Tensor<Autodiff<I, C>, 2>,
+    weight: Tensor<Autodiff<I, C>, 2>,
+    targets: Tensor<Autodiff<I, C>, 1, Int>,
+    chunk: usize,
+) -> Tensor<Autodiff<I, C>, 1> {
+    let (weight, targets) = (weight.inner(), targets.inner());
+    let hidden = hidden.into_primitive().tensor();
+    let hi = float_tensor::<I, 2>(hidden.primitive.clone());
+    let out = match HeadCrossEntropyBackward
+        .prepare::<C>([hidden.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (sum, lse) = ce_forward(hi.clone(), weight.clone(), targets.clone(), chunk);
+            let state = CeState {
+                hidden: hi,
+                weight,
+                targets,
+                lse,
+                chunk,
+            };
+            prep.finish(state, sum.into_primitive().tensor())
+        }
+        OpsKind::UnTracked(prep) => {
+            let (sum, _) = ce_forward(hi, weight, targets, chunk);
+            prep.finish(sum.into_primitive().tensor())
+        }
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// `Tensor<B, 1, Int>` of host indices.
+pub(crate) fn int_tensor<B: Backend>(v: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
