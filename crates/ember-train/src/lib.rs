@@ -10,13 +10,30 @@
 //! - [`report`]: banner, progress bar, summary, `trainer_log.jsonl`.
 //! - [`plot`]: loss plots (PNG).
 //!
-//! ```no_run
-//! # fn main() -> Result<(), ember_train::TrainError> {
-//! use ember_train::{FinetuneConfig, Run, report::Console};
+//! Library use: load a config, train, read the results. This example runs (in `cargo test`) two
+//! steps of the shipped demo on the pure-Rust CPU backend.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ember_train::{FinetuneConfig, Run, report::Silent};
 //! type B = ember_backend::FlexBackend;
-//! let cfg = FinetuneConfig::from_file("finetune.toml".as_ref())?;
-//! let out = Run::<B>::load(&cfg, &Default::default())?.train(&mut Console::default())?;
-//! println!("train_loss = {}", out.summary.train_loss);
+//!
+//! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+//! let out = tempfile::tempdir()?;
+//! let toml = format!(
+//!     "[model]\nmodel_name_or_path = {:?}\n\
+//!      [data]\ndataset_dir = {:?}\ndataset = \"interview_ko\"\n\
+//!      [train]\nmax_steps = 2\nper_device_train_batch_size = 2\nlearning_rate = 1e-3\n\
+//!      [output]\noutput_dir = {:?}\nsave_strategy = \"no\"\n",
+//!     root.join("fixtures/tiny/qwen3-tiny"),
+//!     root.join("fixtures/demo"),
+//!     out.path(),
+//! );
+//! let cfg = FinetuneConfig::from_table(toml.parse()?, "example.toml".as_ref(), &[])?;
+//! let result = Run::<B>::load(&cfg, &Default::default())?.train(&mut Silent)?;
+//! assert_eq!(result.state.global_step, 2);
+//! assert!(out.path().join("adapter_model.safetensors").is_file());
+//! println!("train_loss = {}", result.summary.train_loss);
 //! # Ok(()) }
 //! ```
 
