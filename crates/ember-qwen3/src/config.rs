@@ -196,7 +196,7 @@ impl Qwen3Config {
             }
         }
         let kv = self.kv_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -205,7 +205,7 @@ impl Qwen3Config {
                 ),
             );
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim", format!("{} must be even for RoPE", self.head_dim));
         }
         if self.hidden_act != "silu" {
@@ -214,10 +214,10 @@ impl Qwen3Config {
                 format!("`{}` is not supported (Qwen3 uses silu)", self.hidden_act),
             );
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return bad("rope_theta", format!("{} must be positive", self.rope_theta));
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             return bad("rms_norm_eps", format!("{} must be positive", self.rms_norm_eps));
         }
         if self.use_sliding_window {

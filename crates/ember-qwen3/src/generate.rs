@@ -50,13 +50,13 @@ impl GenerationConfig {
 
     fn validate(&self) -> Result<(), Qwen3Error> {
         if let Some(s) = &self.sampling {
-            if !(s.temperature > 0.0) {
+            if s.temperature.is_nan() || s.temperature <= 0.0 {
                 return Err(Qwen3Error::Generation(format!(
                     "temperature must be > 0, got {}",
                     s.temperature
                 )));
             }
-            if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+            if s.top_p.is_nan() || s.top_p <= 0.0 || s.top_p > 1.0 {
                 return Err(Qwen3Error::Generation(format!(
                     "top_p must be in (0, 1], got {}",
                     s.top_p
