@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: ember's command line. Each command parses its arguments and calls the
 //! crates; no logic lives here.
 
+mod bench;
 mod data;
 mod eval;
 mod finetune;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time ember's LoRA training step next to HF transformers + PEFT (s/step, tokens/s, peak RSS).
+    Bench(bench::Args),
     /// Train a LoRA adapter (no arguments: the embedded demo on the shipped tiny model).
     Finetune(finetune::Args),
     /// Load and tokenize a run's data; print statistics and an example.
@@ -31,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     // `cargo xtask` alone runs the main job: the embedded demo fine-tune.
     let command = Cli::parse().command.unwrap_or(Command::Finetune(finetune::Args::default()));
     match command {
+        Command::Bench(args) => bench::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(args),

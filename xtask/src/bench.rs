@@ -1,0 +1,636 @@
+//! `cargo xtask bench`: ember's LoRA training step next to the same step in HF transformers + PEFT
+//! (`fixtures/bench/hf_step.py`), on random weights, printing s/step, tokens/s, peak RSS and the
+//! ember/HF ratios.
+//!
+//! Every measurement runs in its own process so that its peak RSS (VmHWM) is its own: ember's
+//! cases re-invoke this binary with the hidden `--child SPEC` argument, HF's run the Python script.
+//! Both sides get the same config, batch, sequence length, thread count, LoRA setup (r 16, alpha 32,
+//! dropout 0.05, the 7 projections), AdamW and clipping to 1.0.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
+use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
+use ember_lora::{LoraConfig, TargetModules};
+use ember_optim::{AdamW, AdamWConfig, clip_grad_norm};
+use ember_qwen3::{AttentionImpl, LossImpl, Qwen3Config, random_model};
+use serde_json::{Value, json};
+
+const SEVEN: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+/// Marks the child's result line among anything else it prints.
+const RESULT_PREFIX: &str = "EMBER_BENCH_RESULT ";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Cases, comma separated: q06b4 (Qwen3-0.6B dims, 4 layers, vocab 151,936, 4 x 256), q8b1
+    /// (Qwen3-8B layer dims, 1 layer, vocab 8,192, 2 x 256), rss (q8b1, batch 1, at each
+    /// --rss-seq), gpu (the --shape model at --batch x --seq; for tch-cuda / cuda).
+    #[arg(long, value_delimiter = ',', default_value = "q06b4,q8b1,rss")]
+    cases: Vec<String>,
+    /// flex | tch | tch-cuda:N | cuda:N
+    #[arg(long, default_value_t = BackendChoice::default_compiled())]
+    backend: BackendChoice,
+    /// Timed steps per case (after the warm-up steps).
+    #[arg(long, default_value_t = 2)]
+    steps: usize,
+    /// Untimed warm-up steps per case.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Compute threads for both sides (RAYON/OMP_NUM_THREADS, torch.set_num_threads); default:
+    /// all available cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Sequence lengths of the `rss` case.
+    #[arg(long, value_delimiter = ',', default_value = "512,2048,4096")]
+    rss_seq: Vec<usize>,
+    /// ember only (no Python).
+    #[arg(long)]
+    no_hf: bool,
+    /// HF only.
+    #[arg(long)]
+    no_ember: bool,
+    /// Python with torch 2.9, transformers and peft (default: $EMBER_VENV/bin/python or
+    /// ~/.cache/ember/venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// ember's attention: plain | chunked | chunked:ROWS.
+    #[arg(long, default_value = "chunked")]
+    attention: String,
+    /// ember's loss: plain | chunked | chunked:TOKENS.
+    #[arg(long, default_value = "chunked")]
+    loss: String,
+    /// HF's attn_implementation (sdpa is transformers' default; eager is the reference math).
+    #[arg(long, default_value = "sdpa")]
+    hf_attn: String,
+    /// Also time the phases of a step (forward+loss, backward, clip+optimizer) and ember's RSS
+    /// after the forward and after the backward.
+    #[arg(long)]
+    profile: bool,
+    /// Model shape of the `gpu` case: qwen3-8b | qwen3-0.6b.
+    #[arg(long, default_value = "qwen3-8b")]
+    shape: String,
+    /// Layers of the `gpu` case's model (default: the real model's).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Batch and sequence length of the `gpu` case.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    #[arg(long, default_value_t = 6500)]
+    seq: usize,
+    /// Base weight dtype: f32 | bf16 (adapters, optimizer state and loss stay f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Peak dense TFLOP/s of the device, for MFU (default: 989, an H200's bf16, on GPUs; none on CPU).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    /// Write all results (and the machine) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Internal: run one case in this process and print its result.
+    #[arg(long, hide = true)]
+    child: Option<String>,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone)]
+struct Case {
+    name: String,
+    config: Value,
+    batch: usize,
+    seq: usize,
+}
+
+fn qwen3_06b(layers: usize) -> Value {
+    json!({
+        "vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072,
+        "num_hidden_layers": layers, "num_attention_heads": 16, "num_key_value_heads": 8,
+        "head_dim": 128, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
+        "max_position_embeddings": 40960
+    })
+}
+
+fn qwen3_8b(layers: usize, vocab: usize) -> Value {
+    json!({
+        "vocab_size": vocab, "hidden_size": 4096, "intermediate_size": 12288,
+        "num_hidden_layers": layers, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 128, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "max_position_embeddings": 40960
+    })
+}
+
+fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
+    let mut out = Vec::new();
+    for name in &args.cases {
+        match name.as_str() {
+            "q06b4" => out.push(Case {
+                name: "q06b4".into(),
+                config: qwen3_06b(4),
+                batch: 4,
+                seq: 256,
+            }),
+            "q8b1" => out.push(Case {
+                name: "q8b1".into(),
+                config: qwen3_8b(1, 8192),
+                batch: 2,
+                seq: 256,
+            }),
+            "rss" => {
+                for &seq in &args.rss_seq {
+                    out.push(Case {
+                        name: format!("rss-{seq}"),
+                        config: qwen3_8b(1, 8192),
+                        batch: 1,
+                        seq,
+                    });
+                }
+            }
+            "gpu" => {
+                let config = match args.shape.as_str() {
+                    "qwen3-8b" => qwen3_8b(args.layers.unwrap_or(36), 151936),
+                    "qwen3-0.6b" => qwen3_06b(args.layers.unwrap_or(28)),
+                    other => bail!("unknown --shape {other}: expected qwen3-8b or qwen3-0.6b"),
+                };
+                out.push(Case {
+                    name: args.shape.clone(),
+                    config,
+                    batch: args.batch,
+                    seq: args.seq,
+                });
+            }
+            other => bail!("unknown case {other}: expected q06b4, q8b1, rss or gpu"),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_attention(s: &str) -> anyhow::Result<AttentionImpl> {
+    Ok(match s.split_once(':') {
+        None if s == "plain" => AttentionImpl::Plain,
+        None if s == "chunked" => AttentionImpl::default(),
+        Some(("chunked", n)) => AttentionImpl::Chunked {
+            chunk: n.parse().context("chunk rows")?,
+        },
+        _ => bail!("--attention {s}: expected plain, chunked or chunked:ROWS"),
+    })
+}
+
+fn parse_loss(s: &str, vocab: usize) -> anyhow::Result<LossImpl> {
+    Ok(match s.split_once(':') {
+        None if s == "plain" => LossImpl::Plain,
+        None if s == "chunked" => LossImpl::chunked_for_vocab(vocab),
+        Some(("chunked", n)) => LossImpl::Chunked {
+            tokens: n.parse().context("chunk tokens")?,
+        },
+        _ => bail!("--loss {s}: expected plain, chunked or chunked:TOKENS"),
+    })
+}
+
+/// A `/proc/self/status` field in bytes (Linux; 0 elsewhere).
+fn proc_status_bytes(field: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{:.2} GiB", bytes / (1u64 << 30) as f64)
+}
+
+/// Multiply-adds of one step x 2: frozen base matmuls forward and input-gradient (4 flops per
+/// weight per token), LoRA factors with their weight gradients (6), causal attention scores and
+/// outputs (forward 2 matmuls over half the keys, backward 4 plus a recomputed score matmul).
+fn step_flops(cfg: &Qwen3Config, batch: usize, seq: usize) -> f64 {
+    let (h, i, l) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.num_hidden_layers as f64,
+    );
+    let q = (cfg.num_attention_heads * cfg.head_dim) as f64;
+    let kv = (cfg.kv_heads() * cfg.head_dim) as f64;
+    let base_layer = h * q * 2.0 + h * kv * 2.0 + 3.0 * h * i;
+    let r = 16.0;
+    let lora_layer = r * ((h + q) * 2.0 + (h + kv) * 2.0 + 2.0 * (h + i) + (i + h));
+    let tokens = (batch * seq) as f64;
+    let head = h * cfg.vocab_size as f64;
+    let attn = 7.0 * 2.0 * (seq as f64) * (seq as f64) / 2.0 * q * batch as f64;
+    tokens * (4.0 * (base_layer * l + head) + 6.0 * lora_layer * l) + attn * l
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child: one ember case in this process.
+
+struct Step {
+    spec: Value,
+}
+
+impl BackendOp for Step {
+    type Output = anyhow::Result<Value>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Value> {
+        let s = &self.spec;
+        let get = |k: &str| {
+            s.get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .context(format!("spec.{k}"))
+        };
+        let (batch, seq, steps, warmup) =
+            (get("batch")?, get("seq")?, get("steps")?, get("warmup")?);
+        let profile = s.get("profile").and_then(Value::as_bool).unwrap_or(false);
+        let cfg_json = s.get("config").context("spec.config")?.to_string();
+        let cfg = Qwen3Config::from_json_str(&cfg_json)?;
+        let dtype = match s.get("dtype").and_then(Value::as_str).unwrap_or("f32") {
+            "bf16" => DType::BF16,
+            _ => DType::F32,
+        };
+        let attention = parse_attention(
+            s.get("attention")
+                .and_then(Value::as_str)
+                .unwrap_or("chunked"),
+        )?;
+        let loss_impl = parse_loss(
+            s.get("loss").and_then(Value::as_str).unwrap_or("chunked"),
+            cfg.vocab_size,
+        )?;
+
+        let t_load = Instant::now();
+        let mut model = random_model::<B>(&cfg, 0, dtype, &device);
+        model.set_attention(attention);
+        model.set_loss(loss_impl);
+        let lora = LoraConfig {
+            lora_rank: 16,
+            lora_alpha: Some(32.0),
+            lora_dropout: 0.05,
+            lora_target: TargetModules::Names(SEVEN.iter().map(|s| s.to_string()).collect()),
+            ..LoraConfig::default()
+        };
+        ember_lora::apply_lora(&mut model, &lora, 0)?;
+        let load_seconds = t_load.elapsed().as_secs_f64();
+        let rss_model = proc_status_bytes("VmRSS:");
+        let mut opt = AdamW::<B>::new(AdamWConfig {
+            weight_decay: 0.0,
+            ..AdamWConfig::default()
+        });
+
+        // Random ids, no padding, every position supervised (as the HF side).
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let ids: Vec<i64> = (0..batch * seq)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) % cfg.vocab_size as u64) as i64
+            })
+            .collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
+        let mask = Tensor::<B, 2, Int>::ones([batch, seq], &device);
+        let n_items = (batch * (seq - 1)) as f64;
+
+        let (mut times, mut phases) = (Vec::new(), Vec::new());
+        let (mut rss_fwd, mut rss_bwd) = (0u64, 0u64);
+        let mut loss_value = 0.0f64;
+        for step in 0..warmup + steps {
+            ember_lora::set_dropout_seed(&mut model, step as u64);
+            let t0 = Instant::now();
+            let out = model.forward_loss(ids.clone(), Some(mask.clone()), ids.clone(), &cfg);
+            let loss = out.sum.div_scalar(n_items);
+            if profile {
+                B::sync(&device).ok();
+                rss_fwd = rss_fwd.max(proc_status_bytes("VmRSS:"));
+            }
+            let t1 = Instant::now();
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if profile {
+                B::sync(&device).ok();
+                rss_bwd = rss_bwd.max(proc_status_bytes("VmRSS:"));
+            }
+            let t2 = Instant::now();
+            clip_grad_norm(&model, &mut grads, 1.0);
+            model = opt.step(1e-4, model, grads);
+            loss_value = loss.into_scalar().elem::<f64>();
+            B::sync(&device).ok();
+            let t3 = Instant::now();
+            if step >= warmup {
+                times.push((t3 - t0).as_secs_f64());
+                phases.push(json!({
+                    "forward_loss": (t1 - t0).as_secs_f64(),
+                    "backward": (t2 - t1).as_secs_f64(),
+                    "clip_optimizer": (t3 - t2).as_secs_f64(),
+                }));
+            }
+        }
+        let mut result = json!({
+            "impl": "ember",
+            "attention": format!("{attention:?}"),
+            "loss_impl": format!("{loss_impl:?}"),
+            "custom_backward": ember_qwen3::attention::has_custom_backward::<B>(),
+            "step_seconds": times,
+            "loss": loss_value,
+            "peak_rss_bytes": proc_status_bytes("VmHWM:"),
+            "rss_after_model_bytes": rss_model,
+            "load_seconds": load_seconds,
+            "flops_per_step": step_flops(&cfg, batch, seq),
+        });
+        if profile {
+            result["phases"] = json!(phases);
+            result["rss_after_forward_bytes"] = json!(rss_fwd);
+            result["rss_after_backward_bytes"] = json!(rss_bwd);
+        }
+        Ok(result)
+    }
+}
+
+fn run_child(spec: &str) -> anyhow::Result<()> {
+    let spec: Value = serde_json::from_str(spec).context("--child takes a JSON spec")?;
+    let backend: BackendChoice = spec
+        .get("backend")
+        .and_then(Value::as_str)
+        .context("spec.backend")?
+        .parse()?;
+    let result = ember_backend::run(backend, Step { spec })??;
+    println!("{RESULT_PREFIX}{result}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent: run every case on both sides and print the table.
+
+fn python(args: &Args) -> Option<PathBuf> {
+    if let Some(p) = &args.python {
+        return Some(p.clone());
+    }
+    let venv = std::env::var_os("EMBER_VENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ember/venv")))?;
+    let p = venv.join("bin/python");
+    p.is_file().then_some(p)
+}
+
+fn last_json_line(stdout: &[u8], prefix: &str) -> Option<Value> {
+    String::from_utf8_lossy(stdout).lines().rev().find_map(|l| {
+        l.strip_prefix(prefix)
+            .and_then(|j| serde_json::from_str(j).ok())
+    })
+}
+
+fn threaded(cmd: &mut Command, threads: usize) -> &mut Command {
+    let n = threads.to_string();
+    cmd.env("RAYON_NUM_THREADS", &n)
+        .env("OMP_NUM_THREADS", &n)
+        .env("MKL_NUM_THREADS", &n)
+}
+
+fn run_ember(args: &Args, case: &Case, threads: usize) -> anyhow::Result<Value> {
+    let spec = json!({
+        "backend": args.backend.to_string(), "config": case.config, "batch": case.batch,
+        "seq": case.seq, "steps": args.steps, "warmup": args.warmup, "attention": args.attention,
+        "loss": args.loss, "dtype": args.dtype, "profile": args.profile,
+    });
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let out = threaded(
+        Command::new(exe).args(["bench", "--child", &spec.to_string()]),
+        threads,
+    )
+    .output()
+    .context("running the ember child")?;
+    match last_json_line(&out.stdout, RESULT_PREFIX) {
+        Some(v) if out.status.success() => Ok(v),
+        _ => bail!(
+            "ember child failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+fn run_hf(args: &Args, py: &PathBuf, case: &Case, threads: usize) -> anyhow::Result<Value> {
+    let script = crate::finetune::repo_root().join("fixtures/bench/hf_step.py");
+    let mut cmd = Command::new(py);
+    cmd.arg(&script)
+        .args(["--config", &case.config.to_string()])
+        .args([
+            "--batch",
+            &case.batch.to_string(),
+            "--seq",
+            &case.seq.to_string(),
+        ])
+        .args([
+            "--steps",
+            &args.steps.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
+        .args(["--threads", &threads.to_string(), "--attn", &args.hf_attn]);
+    if args.profile {
+        cmd.arg("--profile");
+    }
+    let out = threaded(&mut cmd, threads)
+        .output()
+        .context("running the HF script")?;
+    match last_json_line(&out.stdout, "") {
+        Some(v) if out.status.success() => Ok(v),
+        _ => bail!(
+            "HF script failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+fn mean_step(v: &Value) -> Option<f64> {
+    let t: Vec<f64> = v
+        .get("step_seconds")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    (!t.is_empty()).then(|| t.iter().sum::<f64>() / t.len() as f64)
+}
+
+fn peak(v: &Value) -> Option<f64> {
+    v.get("peak_rss_bytes").and_then(Value::as_f64)
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    json!({ "cpu": cpu, "cores": cores, "memory": mem })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(spec) = &args.child {
+        return run_child(spec);
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let py = if args.no_hf { None } else { python(&args) };
+    if !args.no_hf && py.is_none() {
+        eprintln!(
+            "note: no Python venv found ($EMBER_VENV or ~/.cache/ember/venv; see scripts/torch-env.sh): ember only"
+        );
+    }
+    let m = machine();
+    println!(
+        "machine: {} ({} cores), {}; {threads} threads; ember on {}, attention {}, loss {}, base {}; HF attn {}",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["memory"].as_str().unwrap_or("?"),
+        args.backend,
+        args.attention,
+        args.loss,
+        args.dtype,
+        args.hf_attn
+    );
+    println!(
+        "{} warm-up + {} timed steps per case; LoRA r16, 7 targets, dropout 0.05, AdamW, clip 1.0\n",
+        args.warmup, args.steps
+    );
+    let peak_tflops = args.peak_tflops.or(match args.backend {
+        BackendChoice::TchCuda(_) | BackendChoice::Cuda(_) => Some(989.0),
+        _ => None,
+    });
+    println!(
+        "{:<10} {:<6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>12} {:>10}",
+        "case",
+        "impl",
+        "batch",
+        "s/step",
+        "tokens/s",
+        "peak RSS",
+        "GFLOP/s",
+        "tok/s e/HF",
+        "RSS e/HF"
+    );
+    let mut all = Vec::new();
+    for case in cases(&args)? {
+        let tokens = (case.batch * case.seq) as f64;
+        let ember = if args.no_ember {
+            None
+        } else {
+            Some(run_ember(&args, &case, threads))
+        };
+        let hf = py.as_ref().map(|p| run_hf(&args, p, &case, threads));
+        let shape = format!("{}x{}", case.batch, case.seq);
+        let row = |label: &str, r: &anyhow::Result<Value>, ratios: Option<(f64, f64)>| match r {
+            Ok(v) => {
+                let s = mean_step(v).unwrap_or(f64::NAN);
+                let flops = v.get("flops_per_step").and_then(Value::as_f64);
+                let gflops = flops.map_or(String::from("-"), |f| format!("{:.1}", f / s / 1e9));
+                let ratio = ratios.map_or((String::new(), String::new()), |(t, m)| {
+                    (format!("{t:.2}x"), format!("{m:.2}x"))
+                });
+                println!(
+                    "{:<10} {:<6} {:>9} {:>9.3} {:>10.1} {:>10} {:>9} {:>12} {:>10}",
+                    case.name,
+                    label,
+                    shape,
+                    s,
+                    tokens / s,
+                    gib(peak(v).unwrap_or(f64::NAN)),
+                    gflops,
+                    ratio.0,
+                    ratio.1
+                );
+                if let (Some(f), Some(peak)) = (flops, peak_tflops) {
+                    println!(
+                        "{:<10} {:<6} MFU {:.1}% of {peak} TFLOP/s",
+                        "",
+                        label,
+                        100.0 * f / s / (peak * 1e12)
+                    );
+                }
+                if let Some(ph) = v
+                    .get("phases")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.last())
+                {
+                    let f = |k: &str| ph.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+                    let rss = |k: &str| {
+                        v.get(k)
+                            .and_then(Value::as_f64)
+                            .map_or(String::from("-"), gib)
+                    };
+                    println!(
+                        "{:<10} {:<6} forward+loss {:.3}s, backward {:.3}s, clip+AdamW {:.3}s; RSS after model {}, forward {}, backward {}",
+                        "",
+                        label,
+                        f("forward_loss"),
+                        f("backward"),
+                        f("clip_optimizer"),
+                        rss("rss_after_model_bytes"),
+                        rss("rss_after_forward_bytes"),
+                        rss("rss_after_backward_bytes"),
+                    );
+                }
+            }
+            Err(e) => println!("{:<10} {:<6} {:>9} failed: {e:#}", case.name, label, shape),
+        };
+        let ratios = match (&ember, &hf) {
+            (Some(Ok(e)), Some(Ok(h))) => match (mean_step(e), mean_step(h), peak(e), peak(h)) {
+                (Some(se), Some(sh), Some(pe), Some(ph)) => Some((sh / se, pe / ph)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(e) = &ember {
+            row("ember", e, ratios);
+        }
+        if let Some(h) = &hf {
+            row("hf", h, None);
+        }
+        all.push(json!({
+            "case": case.name, "batch": case.batch, "seq": case.seq, "config": case.config,
+            "ember": ember.as_ref().map(|r| r.as_ref().map_or_else(|e| json!({"error": format!("{e:#}")}), Clone::clone)),
+            "hf": hf.as_ref().map(|r| r.as_ref().map_or_else(|e| json!({"error": format!("{e:#}")}), Clone::clone)),
+        }));
+    }
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "machine": m, "threads": threads, "backend": args.backend.to_string(),
+            "attention": args.attention, "loss": args.loss, "dtype": args.dtype,
+            "steps": args.steps, "warmup": args.warmup, "cases": all,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
