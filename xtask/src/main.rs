@@ -6,6 +6,8 @@ mod data;
 mod eval;
 mod finetune;
 mod generate;
+mod plan;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,10 @@ enum Command {
     Eval(eval::Args),
     /// Continue a prompt with a Qwen3 model directory.
     Generate(generate::Args),
+    /// What a run will be before it runs: samples, tokens, steps, trainable parameters, memory, time.
+    Plan(plan::Args),
+    /// Train a grid of runs (no arguments: a data-scaling study of the tiny model) and report.
+    Sweep(sweep::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +45,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }

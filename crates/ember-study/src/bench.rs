@@ -143,3 +143,13 @@ pub fn score_base<B: Backend>(
     write_json(&cache, &table)?;
     Ok(table)
 }
+
+/// The base model's cached scores in the study directory, if any.
+pub fn read_base(out: &Path) -> Result<Option<ScoreTable>, StudyError> {
+    let cache = out.join("base_benchmarks.json");
+    if cache.is_file() {
+        Ok(Some(read_json(&cache)?))
+    } else {
+        Ok(None)
+    }
+}

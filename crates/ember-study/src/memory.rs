@@ -33,56 +33,74 @@ pub struct MemoryInputs {
     pub runtime_bytes: u64,
 }
 
-/// The estimate, by part; `peak` and `peak_checkpointed` are the totals.
+/// The estimate, by part, with ember's memory features (chunked attention and chunked
+/// head + cross-entropy, the defaults) and without them (HF eager attention, full logits).
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryEstimate {
     pub inputs: MemoryInputs,
     pub weights: u64,
     pub adapter: u64,
-    pub activations: u64,
+    /// What the backward pass keeps of every decoder layer (without attention scores).
+    pub layer_activations: u64,
+    /// Chunked attention: row statistics kept per layer plus one chunk's scores at a time.
+    pub attention: u64,
+    /// Plain attention: repeated K/V and full score matrices kept per layer.
+    pub attention_plain: u64,
+    /// Chunked loss: the supervised hidden rows plus one chunk's logits at a time.
     pub logits: u64,
-    /// Activations if only layer inputs were kept and one layer recomputed (gradient
-    /// checkpointing, a memory feature ember-train does not have yet).
-    pub activations_checkpointed: u64,
+    /// Plain loss: f32 logits of every position, their log-softmax and gradient.
+    pub logits_plain: u64,
     pub peak: u64,
-    pub peak_checkpointed: u64,
+    pub peak_plain: u64,
 }
 
-/// Elements the backward pass keeps per token and decoder layer (docs/study.md derives it):
-/// `12h + 7q + 5kv + 5i + 7r + 3·heads·L`.
-pub fn layer_elements_per_token(c: &Qwen3Config, rank: usize, padded_len: usize) -> u64 {
+/// Elements the backward pass keeps per token and decoder layer, attention scores aside
+/// (docs/study.md derives it): `12h + 7q + 5kv + 5i + 7r`.
+pub fn layer_elements_per_token(c: &Qwen3Config, rank: usize) -> u64 {
     let h = c.hidden_size as u64;
     let q = (c.num_attention_heads * c.head_dim) as u64;
     let kv = (c.kv_heads() * c.head_dim) as u64;
     let i = c.intermediate_size as u64;
-    let r = rank as u64;
-    let heads = c.num_attention_heads as u64;
-    12 * h + 7 * q + 5 * kv + 5 * i + 7 * r + 3 * heads * padded_len as u64
+    12 * h + 7 * q + 5 * kv + 5 * i + 7 * rank as u64
 }
 
 /// The estimate for a model of config `c`.
 pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
     let e = dtype_bytes(&inputs.dtype);
-    let tokens = (inputs.batch_size * inputs.padded_len) as u64;
+    let (b, len) = (inputs.batch_size as u64, inputs.padded_len as u64);
+    let tokens = b * len;
     let layers = c.num_hidden_layers as u64;
-    let per_layer = layer_elements_per_token(c, inputs.lora_rank, inputs.padded_len);
+    let heads = c.num_attention_heads as u64;
+    let (h, v) = (c.hidden_size as u64, c.vocab_size as u64);
+    let q = heads * c.head_dim as u64;
     let weights = inputs.base_params * e;
     let adapter = inputs.trainable_params * ADAPTER_BYTES_PER_PARAM;
-    // Embedding output and final norm (2h), plus the per-layer terms.
-    let activations = tokens * (layers * per_layer + 2 * c.hidden_size as u64) * e;
-    // f32 logits, their log-softmax and its gradient.
-    let logits = tokens * c.vocab_size as u64 * 4 * 3;
-    let activations_checkpointed =
-        tokens * (layers * c.hidden_size as u64 + per_layer + 2 * c.hidden_size as u64) * e;
-    let fixed = inputs.runtime_bytes + weights + adapter + logits;
+    // Every layer's kept tensors, the embedding output and the final norm.
+    let layer_activations =
+        tokens * (layers * layer_elements_per_token(c, inputs.lora_rank) + 2 * h) * e;
+    // Chunked: max and sum per row and head (f32) in every layer; scores, probabilities and
+    // their gradient of one chunk of query rows (f32) at a time.
+    let chunk = (ember_qwen3::attention::DEFAULT_ATTENTION_CHUNK as u64).min(len);
+    let attention = tokens * layers * heads * 2 * 4 + b * heads * chunk * len * 4 * 3;
+    // Plain: K and V repeated to every head, scores and probabilities (f32) per layer, and one
+    // layer's score gradient.
+    let attention_plain =
+        tokens * layers * (2 * q * e + 2 * heads * len * 4) + b * heads * len * len * 4;
+    let chunk_tokens =
+        (ember_qwen3::loss::DEFAULT_LOSS_CHUNK_LOGITS as u64 / v.max(1)).clamp(16, 8192);
+    let logits = tokens * (h * e + 4) + chunk_tokens.min(tokens) * v * 4 * 3;
+    let logits_plain = tokens * v * 4 * 3;
+    let fixed = inputs.runtime_bytes + weights + adapter + layer_activations;
     MemoryEstimate {
-        peak: fixed + activations,
-        peak_checkpointed: fixed + activations_checkpointed,
+        peak: fixed + attention + logits,
+        peak_plain: fixed + attention_plain + logits_plain,
         weights,
         adapter,
-        activations,
+        layer_activations,
+        attention,
+        attention_plain,
         logits,
-        activations_checkpointed,
+        logits_plain,
         inputs,
     }
 }
@@ -140,17 +158,20 @@ impl std::fmt::Display for MemoryEstimate {
         )?;
         writeln!(
             f,
-            "    runtime {} + weights {} + adapter/optimizer {} + activations {} + logits {}",
+            "    runtime {} + weights {} + adapter/optimizer {} + layer activations {} + attention {} + loss {}",
             human_bytes(i.runtime_bytes),
             human_bytes(self.weights),
             human_bytes(self.adapter),
-            human_bytes(self.activations),
+            human_bytes(self.layer_activations),
+            human_bytes(self.attention),
             human_bytes(self.logits)
         )?;
         write!(
             f,
-            "    with gradient checkpointing (not yet in ember-train): {}",
-            human_bytes(self.peak_checkpointed)
+            "    without the memory features (plain attention {}, full logits {}): {}",
+            human_bytes(self.attention_plain),
+            human_bytes(self.logits_plain),
+            human_bytes(self.peak_plain)
         )
     }
 }
@@ -180,8 +201,13 @@ mod tests {
         );
         assert_eq!(m.weights, 8_190_735_360 * 2);
         assert_eq!(m.adapter, 43_646_976 * 20);
-        assert!(m.peak_checkpointed < m.peak);
-        assert_eq!(m.peak, m.weights + m.adapter + m.activations + m.logits);
+        assert!(m.peak < m.peak_plain);
+        assert_eq!(
+            m.peak,
+            m.weights + m.adapter + m.layer_activations + m.attention + m.logits
+        );
+        // Plain attention keeps two f32 [heads, len] rows per token and layer.
+        assert!(m.attention_plain > 4 * 6504 * 36 * 32 * 2 * 6504 * 4);
         assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -170,6 +170,18 @@ pub fn run_pool<T: Sync, R: Send>(
         .collect()
 }
 
+/// Makes the config's input paths (`model_name_or_path`, `dataset_dir`) that are relative
+/// absolute under `root` (for configs whose paths are relative to the repository root).
+pub fn root_paths(table: &mut toml::Table, root: &Path) {
+    for (sec, key) in [("model", "model_name_or_path"), ("data", "dataset_dir")] {
+        if let Some(v) = table.get_mut(sec).and_then(|s| s.get_mut(key)) {
+            if let Some(rel) = v.as_str().filter(|p| Path::new(p).is_relative()) {
+                *v = toml::Value::String(root.join(rel).display().to_string());
+            }
+        }
+    }
+}
+
 /// Finished run directories under `out/runs/` (for `--report-only` over shared storage), by name.
 pub fn finished_runs(out: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(out.join("runs")) else {
