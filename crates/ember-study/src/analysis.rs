@@ -68,11 +68,11 @@ pub fn analyse(state: &TrainerState, checkpoints: &[u64], patience: usize) -> Cu
                 let before = |k: usize| if k == 0 { 0 } else { evals[k - 1].0 };
                 let t0 = train_loss_near(&train, before(start), evals[start].0);
                 let t1 = train_loss_near(&train, evals[end - 1].0, evals[end].0);
-                if let (Some(t0), Some(t1)) = (t0, t1) {
-                    if t1 < t0 {
-                        a.overfitting = true;
-                        a.overfit_from_step = Some(evals[start].0);
-                    }
+                if let (Some(t0), Some(t1)) = (t0, t1)
+                    && t1 < t0
+                {
+                    a.overfitting = true;
+                    a.overfit_from_step = Some(evals[start].0);
                 }
             }
             i = end + 1;

@@ -12,7 +12,7 @@
 //! - [`analysis`]: the loss curves: step of minimum eval loss, overfitting, recommended checkpoint.
 //! - [`bench`]: benchmark scores (ember-eval) of each checkpoint of a run.
 //! - [`report`]: `report.md`, `report.json` and the PNG plots.
-//! - [`error`]: [`StudyError`].
+//! - [`error`]: the error type, [`StudyError`].
 
 pub mod analysis;
 pub mod bench;

@@ -214,11 +214,16 @@ pub fn plan_with_data(
     let saves = match cfg.output.save_strategy {
         Strategy::No => 0,
         Strategy::Epoch => {
-            full_epochs + u64::from(steps.max_steps % steps.steps_per_epoch.max(1) as u64 != 0)
+            full_epochs
+                + u64::from(
+                    !steps
+                        .max_steps
+                        .is_multiple_of(steps.steps_per_epoch.max(1) as u64),
+                )
         }
         Strategy::Steps => {
             let every = cfg.output.save_steps.max(1) as u64;
-            steps.max_steps / every + u64::from(steps.max_steps % every != 0)
+            steps.max_steps / every + u64::from(!steps.max_steps.is_multiple_of(every))
         }
     };
     let longest = s.max_len;

@@ -174,10 +174,10 @@ pub fn run_pool<T: Sync, R: Send>(
 /// absolute under `root` (for configs whose paths are relative to the repository root).
 pub fn root_paths(table: &mut toml::Table, root: &Path) {
     for (sec, key) in [("model", "model_name_or_path"), ("data", "dataset_dir")] {
-        if let Some(v) = table.get_mut(sec).and_then(|s| s.get_mut(key)) {
-            if let Some(rel) = v.as_str().filter(|p| Path::new(p).is_relative()) {
-                *v = toml::Value::String(root.join(rel).display().to_string());
-            }
+        if let Some(v) = table.get_mut(sec).and_then(|s| s.get_mut(key))
+            && let Some(rel) = v.as_str().filter(|p| Path::new(p).is_relative())
+        {
+            *v = toml::Value::String(root.join(rel).display().to_string());
         }
     }
 }
