@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = BackendChoice::default_compiled())]
     backend: BackendChoice,
     /// Timed steps per case (after the warm-up steps).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     steps: usize,
     /// Untimed warm-up steps per case.
     #[arg(long, default_value_t = 1)]
@@ -55,6 +55,10 @@ pub struct Args {
     /// Sequence lengths of the `rss` case.
     #[arg(long, value_delimiter = ',', default_value = "512,2048,4096")]
     rss_seq: Vec<usize>,
+    /// Steps of each `rss` case, without warm-up: the peak is reached in the first step, and
+    /// 4,096-token steps of an 8B layer take minutes on 2 cores.
+    #[arg(long, default_value_t = 1)]
+    rss_steps: usize,
     /// ember only (no Python).
     #[arg(long)]
     no_hf: bool,
@@ -110,6 +114,8 @@ struct Case {
     config: Value,
     batch: usize,
     seq: usize,
+    steps: usize,
+    warmup: usize,
 }
 
 fn qwen3_06b(layers: usize) -> Value {
@@ -139,12 +145,16 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 config: qwen3_06b(4),
                 batch: 4,
                 seq: 256,
+                steps: args.steps,
+                warmup: args.warmup,
             }),
             "q8b1" => out.push(Case {
                 name: "q8b1".into(),
                 config: qwen3_8b(1, 8192),
                 batch: 2,
                 seq: 256,
+                steps: args.steps,
+                warmup: args.warmup,
             }),
             "rss" => {
                 for &seq in &args.rss_seq {
@@ -153,6 +163,8 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                         config: qwen3_8b(1, 8192),
                         batch: 1,
                         seq,
+                        steps: args.rss_steps,
+                        warmup: 0,
                     });
                 }
             }
@@ -167,6 +179,8 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                     config,
                     batch: args.batch,
                     seq: args.seq,
+                    steps: args.steps,
+                    warmup: args.warmup,
                 });
             }
             other => bail!("unknown case {other}: expected q06b4, q8b1, rss or gpu"),
@@ -399,7 +413,7 @@ fn threaded(cmd: &mut Command, threads: usize) -> &mut Command {
 fn run_ember(args: &Args, case: &Case, threads: usize) -> anyhow::Result<Value> {
     let spec = json!({
         "backend": args.backend.to_string(), "config": case.config, "batch": case.batch,
-        "seq": case.seq, "steps": args.steps, "warmup": args.warmup, "attention": args.attention,
+        "seq": case.seq, "steps": case.steps, "warmup": case.warmup, "attention": args.attention,
         "loss": args.loss, "dtype": args.dtype, "profile": args.profile,
     });
     let exe = std::env::current_exe().context("locating the xtask binary")?;
@@ -437,9 +451,9 @@ fn run_hf(args: &Args, py: &PathBuf, case: &Case, threads: usize) -> anyhow::Res
         ])
         .args([
             "--steps",
-            &args.steps.to_string(),
+            &case.steps.to_string(),
             "--warmup",
-            &args.warmup.to_string(),
+            &case.warmup.to_string(),
         ])
         .args(["--threads", &threads.to_string(), "--attn", &args.hf_attn]);
     if args.profile {
@@ -521,8 +535,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.hf_attn
     );
     println!(
-        "{} warm-up + {} timed steps per case; LoRA r16, 7 targets, dropout 0.05, AdamW, clip 1.0\n",
-        args.warmup, args.steps
+        "{} warm-up + {} timed step(s) per case ({} step(s), no warm-up, for rss); LoRA r16, 7 targets, dropout 0.05, AdamW, clip 1.0\n",
+        args.warmup, args.steps, args.rss_steps
     );
     let peak_tflops = args.peak_tflops.or(match args.backend {
         BackendChoice::TchCuda(_) | BackendChoice::Cuda(_) => Some(989.0),
