@@ -31,7 +31,7 @@ pub struct Args {
     /// With --samples: tokens per sample (default cutoff_len), half of them supervised.
     #[arg(long, requires = "samples")]
     tokens_per_sample: Option<usize>,
-    /// Measure N real steps on this machine (default 4 when the model directory has weights;
+    /// Measure N real steps on this machine (default 6 when the model directory has weights;
     /// without weights, N steps on a random-weight model of the config's shape; 0: no timing).
     #[arg(long)]
     calibrate_steps: Option<usize>,
@@ -78,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut planned = plan(&cfg, &opts).context("planning")?;
     let weights = has_weights(&cfg.model.model_name_or_path);
-    let steps = args.calibrate_steps.unwrap_or(if weights { 4 } else { 0 });
+    let steps = args.calibrate_steps.unwrap_or(if weights { 6 } else { 0 });
     if steps > 0 {
         let weights = if weights {
             Weights::Pretrained

@@ -76,13 +76,19 @@ impl std::fmt::Display for Timing {
     }
 }
 
-/// Records the elapsed time at each step.
-#[derive(Default)]
-struct StepTimes(Vec<f64>);
+/// Records, at each step, the seconds since the banner (training starts right after it).
+struct StepTimes {
+    start: Instant,
+    times: Vec<f64>,
+}
 
 impl Reporter for StepTimes {
-    fn step(&mut self, _step: u64, _max: u64, elapsed: f64) {
-        self.0.push(elapsed);
+    fn banner(&mut self, _: &ember_train::Banner) {
+        self.start = Instant::now();
+    }
+
+    fn step(&mut self, _step: u64, _max: u64, _elapsed: f64) {
+        self.times.push(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -154,9 +160,12 @@ pub fn calibrate<B: AutodiffBackend>(
     let start = Instant::now();
     ember_train::adapter::save(&run.model, &run.adapter_cfg, &save_dir)?;
     let save_s = 3.0 * start.elapsed().as_secs_f64();
-    let mut times = StepTimes::default();
+    let mut times = StepTimes {
+        start: Instant::now(),
+        times: Vec::new(),
+    };
     run.train(&mut times)?;
-    let t = &times.0;
+    let t = &times.times;
     let first = t.first().copied().unwrap_or(0.0);
     let per_step = if t.len() >= 2 {
         (t[t.len() - 1] - first) / (t.len() - 1) as f64
