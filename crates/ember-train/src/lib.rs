@@ -47,6 +47,19 @@ pub mod report;
 pub mod state;
 pub mod trainer;
 
+/// The files a finished run leaves in `output_dir` (besides `checkpoint-N/`).
+pub const OUTPUT_FILES: [&str; 9] = [
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "trainer_state.json",
+    "train_results.json",
+    "eval_results.json",
+    "all_results.json",
+    "trainer_log.jsonl",
+    "training_loss.png",
+    "training_eval_loss.png",
+];
+
 pub use config::FinetuneConfig;
 pub use error::TrainError;
 pub use plan::StepPlan;

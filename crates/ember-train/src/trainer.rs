@@ -115,8 +115,12 @@ impl<B: AutodiffBackend> Run<B> {
         } = self;
         let out_dir = cfg.output.output_dir.clone();
         let resume_dir = resume_checkpoint(&cfg)?;
-        if resume_dir.is_none() && !cfg.output.overwrite_output_dir {
-            refuse_to_overwrite(&out_dir)?;
+        if resume_dir.is_none() {
+            if cfg.output.overwrite_output_dir {
+                clear_previous_run(&out_dir)?;
+            } else {
+                refuse_to_overwrite(&out_dir)?;
+            }
         }
         std::fs::create_dir_all(&out_dir).map_err(|source| TrainError::Io {
             path: out_dir.clone(),
@@ -181,6 +185,7 @@ impl<B: AutodiffBackend> Run<B> {
         }
         let start = Instant::now();
         let start_step = state.global_step;
+        let start_tokens = ls.tokens_seen;
         let windows = plan.windows();
         let mut step_index = 0u64;
         'epochs: for epoch in 0..plan.epochs {
@@ -348,7 +353,7 @@ impl<B: AutodiffBackend> Run<B> {
             seconds_per_step: runtime / trained,
             train_loss,
             eval_loss: final_eval,
-            tokens_per_second: ls.tokens_seen as f64 / runtime,
+            tokens_per_second: (ls.tokens_seen - start_tokens) as f64 / runtime,
         };
         reporter.summary(&summary, &out_dir);
         Ok(RunOutput {
@@ -401,6 +406,25 @@ fn refuse_to_overwrite(dir: &Path) -> Result<(), TrainError> {
     let has_run = dir.join(crate::state::TRAINER_STATE_FILE).exists() || !checkpoint::list(dir).is_empty();
     if has_run {
         return Err(TrainError::OutputExists(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Starting over in `dir`: the previous run's checkpoints and results go, so that a later
+/// `resume_from_checkpoint = true` cannot pick up a checkpoint of the old run.
+fn clear_previous_run(dir: &Path) -> Result<(), TrainError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let io = |source| TrainError::Io { path: path.clone(), source };
+        if name.starts_with("checkpoint-") || name.starts_with(".tmp-checkpoint-") {
+            std::fs::remove_dir_all(&path).map_err(io)?;
+        } else if crate::OUTPUT_FILES.contains(&name.as_str()) {
+            std::fs::remove_file(&path).map_err(io)?;
+        }
     }
     Ok(())
 }

@@ -132,7 +132,11 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
     let err = train(&config(&out, &["num_train_epochs=1"])).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("already holds a run") && err.contains("overwrite_output_dir"), "{err}");
     assert_eq!(before, adapter(&out), "a refused run must not touch the previous outputs");
+    // Starting over removes the old run's checkpoints, so a later resume cannot pick them up.
+    train(&config(&out, &["num_train_epochs=3", "overwrite_output_dir=true"])).expect("explicit overwrite");
+    assert_eq!(checkpoints(&out).last().map(String::as_str), Some("checkpoint-9"));
     train(&config(&out, &["num_train_epochs=1", "overwrite_output_dir=true"])).expect("explicit overwrite");
+    assert_eq!(checkpoints(&out), ["checkpoint-2", "checkpoint-3"]);
 }
 
 #[test]
