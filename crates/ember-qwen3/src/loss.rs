@@ -3,9 +3,10 @@
 //! Qwen3's 151,936-word vocabulary) and their gradient never exist at once.
 //!
 //! Only supervised positions (shifted label not -100) are projected at all. Under one of ember's
-//! autodiff backends the head and loss form one custom autodiff op whose state is the hidden rows,
-//! the (frozen) head weight, the targets and each row's log-sum-exp; its backward recomputes each
-//! chunk's logits and returns `(softmax - onehot) @ W` for the hidden rows. The head weight gets no
+//! autodiff backends the head and loss form one custom autodiff op. The loss ends the graph, so its
+//! upstream gradient is a scalar: the forward computes `(softmax - onehot) @ W` for each chunk while
+//! that chunk's logits exist (the "fused linear cross-entropy" trick) and keeps only that `[n, h]`
+//! gradient; the backward scales it. No logits are recomputed. The head weight gets no
 //! gradient: ember keeps `lm_head` (and tied embeddings) frozen; a trainable head (a LoRA adapter on
 //! `lm_head`, an unfrozen weight) takes the plain path in the model instead. On other backends the
 //! same chunked forward runs with ordinary ops (exact; memory-efficient when autodiff is off).
@@ -98,7 +99,7 @@ pub fn chunked_head_cross_entropy<B: Backend>(
     if is_autodiff_of::<B, burn::backend::Cuda<f32, i32>>() {
         return via_autodiff::<B, burn::backend::Cuda<f32, i32>>(hidden, weight, targets, chunk);
     }
-    ce_forward(hidden, weight, targets, chunk).0
+    ce_forward(hidden, weight, targets, chunk, false).0
 }
 
 fn via_autodiff<B: Backend, I: Backend>(
@@ -135,71 +136,53 @@ fn chunk_logits<B: Backend>(
         .cast(DType::F32)
 }
 
-/// The loss sum `[1]` and each row's log-sum-exp `[n, 1]` (f32).
+/// The loss sum `[1]` and, when `with_grad`, its gradient w.r.t. `hidden` (`[n, h]`, in the hidden
+/// dtype). The loss is the end of the graph, so its upstream gradient is a scalar: computing
+/// `(softmax - onehot) W` here, while each chunk's logits exist anyway, saves the backward a second
+/// head matmul per chunk (the backward only scales it).
 fn ce_forward<B: Backend>(
     hidden: Tensor<B, 2>,
     weight: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     chunk: usize,
-) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    with_grad: bool,
+) -> (Tensor<B, 1>, Option<Tensor<B, 2>>) {
     let n = hidden.dims()[0];
+    let dtype = hidden.dtype();
     let device = hidden.device();
     let mut sum = Tensor::<B, 1>::zeros([1], (&device, DType::F32));
-    let mut lses = Vec::new();
+    let mut grads = Vec::new();
     for (i0, i1) in chunks(n, chunk) {
         let c = i1 - i0;
         let logits = chunk_logits(&hidden, &weight, i0, c);
-        let max = logits.clone().max_dim(1);
-        let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
-        let picked = logits.gather(1, targets.clone().narrow(0, i0, c).reshape([c, 1]));
-        sum = sum + (lse.clone() - picked).sum();
-        lses.push(lse);
-    }
-    let lse = if lses.is_empty() {
-        Tensor::zeros([0, 1], (&device, DType::F32))
-    } else {
-        Tensor::cat(lses, 0)
-    };
-    (sum, lse)
-}
-
-/// Gradient w.r.t. `hidden` of `grad * sum`, recomputing each chunk's logits.
-fn ce_backward<B: Backend>(
-    hidden: &Tensor<B, 2>,
-    weight: &Tensor<B, 2>,
-    targets: &Tensor<B, 1, Int>,
-    lse: &Tensor<B, 2>,
-    chunk: usize,
-    grad: Tensor<B, 1>,
-) -> Tensor<B, 2> {
-    let [n, _] = hidden.dims();
-    let dtype = hidden.dtype();
-    let grad = grad.cast(DType::F32).reshape([1, 1]);
-    let mut parts = Vec::new();
-    for (i0, i1) in chunks(n, chunk) {
-        let c = i1 - i0;
-        let logits = chunk_logits(hidden, weight, i0, c);
-        let probs = (logits - lse.clone().narrow(0, i0, c)).exp();
-        let minus_one = Tensor::<B, 2>::full([c, 1], -1.0, (&probs.device(), DType::F32));
         let idx = targets.clone().narrow(0, i0, c).reshape([c, 1]);
-        // d(lse - logit[target]) / d logits = softmax - onehot(target).
-        let dlogits = probs.scatter(1, idx, minus_one, IndexingUpdateOp::Add) * grad.clone();
-        parts.push(dlogits.cast(dtype).matmul(weight.clone()));
+        let max = logits.clone().max_dim(1);
+        let e = (logits.clone() - max.clone()).exp();
+        let sum_exp = e.clone().sum_dim(1);
+        let lse = sum_exp.clone().log() + max;
+        let picked = logits.gather(1, idx.clone());
+        sum = sum + (lse - picked).sum();
+        if with_grad {
+            let minus_one = Tensor::<B, 2>::full([c, 1], -1.0, (&device, DType::F32));
+            // d(lse - logit[target]) / d logits = softmax - onehot(target).
+            let dlogits = (e / sum_exp).scatter(1, idx, minus_one, IndexingUpdateOp::Add);
+            grads.push(dlogits.cast(dtype).matmul(weight.clone()));
+        }
     }
-    if parts.is_empty() {
-        hidden.zeros_like()
-    } else {
-        Tensor::cat(parts, 0)
-    }
+    let grad = with_grad.then(|| {
+        if grads.is_empty() {
+            hidden.zeros_like()
+        } else {
+            Tensor::cat(grads, 0)
+        }
+    });
+    (sum, grad)
 }
 
 #[derive(Debug, Clone)]
 struct CeState<I: Backend> {
-    hidden: Tensor<I, 2>,
-    weight: Tensor<I, 2>,
-    targets: Tensor<I, 1, Int>,
-    lse: Tensor<I, 2>,
-    chunk: usize,
+    /// d(sum) / d(hidden), computed in the forward.
+    grad: Tensor<I, 2>,
 }
 
 #[derive(Debug)]
@@ -215,11 +198,11 @@ impl<I: Backend> Backward<I, 1> for HeadCrossEntropyBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let [node_hidden] = ops.parents;
-        let grad = float_tensor::<I, 1>(grads.consume::<I>(&ops.node));
+        let upstream = float_tensor::<I, 1>(grads.consume::<I>(&ops.node));
         if let Some(node) = node_hidden {
-            let s = ops.state;
-            let dh = ce_backward(&s.hidden, &s.weight, &s.targets, &s.lse, s.chunk, grad);
-            register(grads, node.id, dh);
+            let g = ops.state.grad;
+            let scale = upstream.cast(g.dtype()).reshape([1, 1]);
+            register(grads, node.id, g * scale);
         }
     }
 }
@@ -241,18 +224,12 @@ pub fn head_cross_entropy_autodiff<I: Backend, C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (sum, lse) = ce_forward(hi.clone(), weight.clone(), targets.clone(), chunk);
-            let state = CeState {
-                hidden: hi,
-                weight,
-                targets,
-                lse,
-                chunk,
-            };
-            prep.finish(state, sum.into_primitive().tensor())
+            let (sum, grad) = ce_forward(hi.clone(), weight, targets, chunk, true);
+            let grad = grad.unwrap_or_else(|| hi.zeros_like());
+            prep.finish(CeState { grad }, sum.into_primitive().tensor())
         }
         OpsKind::UnTracked(prep) => {
-            let (sum, _) = ce_forward(hi, weight, targets, chunk);
+            let (sum, _) = ce_forward(hi, weight, targets, chunk, false);
             prep.finish(sum.into_primitive().tensor())
         }
     };
