@@ -68,6 +68,8 @@ pub struct Qwen3Scorer<B: Backend> {
     pub model: Qwen3ForCausalLM<B>,
     pub cfg: Qwen3Config,
     pub strategy: Strategy,
+    /// Score over the first N vocabulary entries only (see [`Qwen3Scorer::with_vocab_limit`]).
+    pub vocab_limit: Option<usize>,
     device: B::Device,
 }
 
@@ -77,8 +79,17 @@ impl<B: Backend> Qwen3Scorer<B> {
             model,
             cfg,
             strategy: Strategy::default(),
+            vocab_limit: None,
             device,
         }
+    }
+
+    /// lm-eval's HFLM, when given a PEFT adapter, resizes the model's embeddings to the
+    /// tokenizer's length before loading it; the log-softmax then runs over those entries only
+    /// (Qwen3: 151,669 of 151,936). Set this to reproduce its adapter scores.
+    pub fn with_vocab_limit(mut self, limit: Option<usize>) -> Self {
+        self.vocab_limit = limit.filter(|&n| n > 0 && n < self.cfg.vocab_size);
+        self
     }
 
     pub fn with_strategy(mut self, strategy: Strategy) -> Self {
@@ -241,7 +252,7 @@ impl<B: Backend> Qwen3Scorer<B> {
         let n = rows.len();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), device);
         let logits = m.lm_head(hidden.select(1, rows));
-        let scored = read_scores(logits, targets.clone(), device)?;
+        let scored = read_scores(logits, targets.clone(), self.vocab_limit, device)?;
         let mut acc: HashMap<usize, (f32, bool)> = HashMap::new();
         for ((lp, greedy), ri) in scored.into_iter().zip(owner) {
             let e = acc.entry(ri).or_insert((0.0, true));
@@ -276,7 +287,7 @@ impl<B: Backend> Qwen3Scorer<B> {
                 let v = logits.dims()[2];
                 let logits = logits.slice([0..1, len - m..len, 0..v]);
                 let targets = cont.iter().map(|&t| i64::from(t)).collect();
-                let scored = read_scores(logits, targets, device)?;
+                let scored = read_scores(logits, targets, self.vocab_limit, device)?;
                 Ok(LogLikelihood {
                     ll: f64::from(scored.iter().map(|s| s.0).sum::<f32>()),
                     is_greedy: scored.iter().all(|s| s.1),
@@ -308,9 +319,17 @@ impl Segment<'_> {
 fn read_scores<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Vec<i64>,
+    vocab_limit: Option<usize>,
     device: &B::Device,
 ) -> Result<Vec<(f32, bool)>, EvalError> {
     let n = targets.len();
+    let logits = match vocab_limit {
+        Some(v) => {
+            let [b, t, _] = logits.dims();
+            logits.slice([0..b, 0..t, 0..v])
+        }
+        None => logits,
+    };
     let logp = log_softmax(logits, 2);
     let tgt = Tensor::<B, 3, Int>::from_data(TensorData::new(targets.clone(), [1, n, 1]), device);
     let picked = logp.clone().gather(2, tgt).reshape([n]);

@@ -136,11 +136,19 @@ pub fn load_scorer<B: Backend>(
             reason: e.to_string(),
         }
     })?;
-    let model = match &spec.adapter {
-        Some(dir) => adapters.apply(model, &cfg, dir)?,
-        None => model,
+    let (model, vocab_limit) = match &spec.adapter {
+        Some(dir) => (adapters.apply(model, &cfg, dir)?, tokenizer_len(&spec.base)),
+        None => (model, None),
     };
-    Ok(Qwen3Scorer::new(model, cfg, device.clone()))
+    Ok(Qwen3Scorer::new(model, cfg, device.clone()).with_vocab_limit(vocab_limit))
+}
+
+/// `len(tokenizer)` as HF counts it (base vocabulary plus added tokens), if the model directory
+/// has a `tokenizer.json`: lm-eval shrinks the embeddings to it when it loads an adapter.
+fn tokenizer_len(model_dir: &Path) -> Option<usize> {
+    tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json"))
+        .ok()
+        .map(|t| t.get_vocab_size(true))
 }
 
 /// An SFT example in tokens: ids and labels (`-100` where not supervised), same length.

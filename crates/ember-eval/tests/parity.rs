@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_eval::sources::ModelSpec;
 use ember_eval::{
-    Encoder, EvalOptions, EvalReport, NoAdapterLoader, Prepared, Strategy, evaluate, load_scorer,
+    Encoder, EvalOptions, EvalReport, PeftAdapterLoader, Prepared, Strategy, evaluate, load_scorer,
     prepare, select,
 };
 use serde_json::Value;
@@ -39,7 +39,7 @@ fn prepared(num_fewshot: usize) -> Prepared {
 fn run(reference: &Value, k: usize) -> &Value {
     reference["runs"]
         .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["num_fewshot"] == k))
+        .and_then(|runs| runs.iter().find(|r| r["num_fewshot"] == k && r["adapter"].is_null()))
         .unwrap_or_else(|| panic!("no {k}-shot run in the reference"))
 }
 
@@ -100,13 +100,18 @@ fn contexts_and_token_ids_match_lm_eval() {
 struct Score {
     prepared: Prepared,
     strategy: Strategy,
+    adapter: Option<PathBuf>,
 }
 
 impl BackendOp for Score {
     type Output = EvalReport;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> EvalReport {
-        let spec = ModelSpec::base(root().join("fixtures/tiny/qwen3-tiny"));
-        let scorer = load_scorer::<B::InnerBackend>(&spec, &NoAdapterLoader, &device)
+        let base = root().join("fixtures/tiny/qwen3-tiny");
+        let spec = match self.adapter {
+            Some(dir) => ModelSpec::with_adapter(base, dir),
+            None => ModelSpec::base(base),
+        };
+        let scorer = load_scorer::<B::InnerBackend>(&spec, &PeftAdapterLoader, &device)
             .expect("tiny model loads");
         let mut scorer = scorer.with_strategy(self.strategy);
         evaluate(&mut scorer, &self.prepared, "base", &EvalOptions::default())
@@ -192,6 +197,7 @@ fn scores_match_lm_eval_on_every_cpu_backend() {
             let outs = for_each_cpu_backend(|| Score {
                 prepared: p.clone(),
                 strategy,
+                adapter: None,
             });
             assert!(!outs.is_empty(), "no CPU backend compiled in");
             for (backend, report) in outs {
@@ -203,4 +209,29 @@ fn scores_match_lm_eval_on_every_cpu_backend() {
             }
         }
     }
+}
+
+#[test]
+fn scores_with_a_peft_adapter_match_lm_eval() {
+    let reference = reference();
+    let expected = reference["runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| !r["adapter"].is_null()))
+        .expect("an adapter run in reference.json");
+    let adapter = root().join(expected["adapter"].as_str().expect("adapter path"));
+    let p = prepared(0);
+    for (backend, report) in for_each_cpu_backend(|| Score {
+        prepared: p.clone(),
+        strategy: Strategy::Packed { max_tokens: 700 },
+        adapter: Some(adapter.clone()),
+    }) {
+        assert_matches(&report, expected, &format!("{backend} with adapter"));
+    }
+    // The adapter changes the scores: the comparison above is not the base run's again.
+    let base = run(&reference, 0);
+    let task = "kobest_copa";
+    assert_ne!(
+        base["tasks"][task]["docs"][0]["lls"], expected["tasks"][task]["docs"][0]["lls"],
+        "the adapter run must differ from the base run"
+    );
 }

@@ -81,7 +81,8 @@ impl std::fmt::Display for Summary {
 /// Receives progress; the CLI prints it, a library caller may collect or ignore it.
 pub trait Reporter {
     fn banner(&mut self, _banner: &Banner) {}
-    fn step(&mut self, _step: u64, _max_steps: u64, _elapsed: f64) {}
+    /// After each optimizer step; `secs_per_step` is the mean over this invocation's steps.
+    fn step(&mut self, _step: u64, _max_steps: u64, _secs_per_step: f64) {}
     fn log(&mut self, _entry: &LogEntry) {}
     fn summary(&mut self, _summary: &Summary, _output_dir: &Path) {}
 }
@@ -109,14 +110,14 @@ impl Reporter for Console {
         self.bar = Some(bar);
     }
 
-    fn step(&mut self, step: u64, _max: u64, elapsed: f64) {
+    fn step(&mut self, step: u64, _max: u64, secs_per_step: f64) {
         if let Some(bar) = &self.bar {
             bar.set_position(step);
             bar.set_message(format!(
                 "loss {} lr {} {:.2} s/step",
                 self.last_loss.map_or("-".into(), |l| format!("{l:.4}")),
                 self.last_lr.map_or("-".into(), |l| format!("{l:.3e}")),
-                elapsed / step.max(1) as f64
+                secs_per_step
             ));
         }
     }
