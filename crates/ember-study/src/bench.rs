@@ -5,11 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use ember_eval::{
-    AdapterLoader, EvalError, EvalOptions, ModelSpec, Prepared, ScoreTable, Strategy, evaluate,
-    load_scorer,
-};
-use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM};
+use ember_eval::{EvalOptions, ModelSpec, Prepared, ScoreTable, Strategy, evaluate, load_scorer};
 
 use crate::StudyError;
 use crate::error::{read_json, write_json};
@@ -46,25 +42,6 @@ impl BenchOptions {
     }
 }
 
-/// Loads PEFT adapters (ember-lora) into the scorer's model.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PeftLoader;
-
-impl<B: Backend> AdapterLoader<B> for PeftLoader {
-    fn apply(
-        &self,
-        mut model: Qwen3ForCausalLM<B>,
-        _: &Qwen3Config,
-        dir: &Path,
-    ) -> Result<Qwen3ForCausalLM<B>, EvalError> {
-        ember_lora::load_peft(&mut model, dir).map_err(|e| EvalError::ModelSource {
-            dir: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        Ok(model)
-    }
-}
-
 /// Loads the tasks' documents and tokenizes the requests once for all models.
 pub fn prepare(base: &Path, opts: &BenchOptions) -> Result<Prepared, StudyError> {
     let selection = ember_eval::select(&opts.tasks)?;
@@ -86,8 +63,8 @@ pub fn score<B: Backend>(
 ) -> Result<ScoreTable, StudyError> {
     let mut table = ScoreTable::default();
     for spec in specs {
-        let mut scorer =
-            load_scorer::<B>(spec, &PeftLoader, device)?.with_strategy(opts.strategy());
+        let mut scorer = load_scorer::<B>(spec, &ember_eval::PeftAdapterLoader, device)?
+            .with_strategy(opts.strategy());
         let mut report = evaluate(&mut scorer, prepared, &spec.label, &opts.eval_options())?;
         report.tasks.iter_mut().for_each(|t| t.docs.clear());
         table.rows.push(report);
