@@ -49,7 +49,11 @@ pub fn load_config(config: Option<&Path>, set: &[String]) -> anyhow::Result<Fine
                     }
                 }
             }
-            Ok(FinetuneConfig::from_table(table, Path::new("<embedded demo config>"), set)?)
+            Ok(FinetuneConfig::from_table(
+                table,
+                Path::new("<embedded demo config>"),
+                set,
+            )?)
         }
     }
 }

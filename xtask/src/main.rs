@@ -12,7 +12,10 @@ mod sweep;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "ember: LoRA fine-tuning of Qwen3 on Burn")]
+#[command(
+    name = "cargo xtask",
+    about = "ember: LoRA fine-tuning of Qwen3 on Burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -38,7 +41,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     // `cargo xtask` alone runs the main job: the embedded demo fine-tune.
-    let command = Cli::parse().command.unwrap_or(Command::Finetune(finetune::Args::default()));
+    let command = Cli::parse()
+        .command
+        .unwrap_or(Command::Finetune(finetune::Args::default()));
     match command {
         Command::Bench(args) => bench::run(args),
         Command::Finetune(args) => finetune::run(args),

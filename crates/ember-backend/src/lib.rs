@@ -21,7 +21,9 @@ pub use burn::tensor::backend::{AutodiffBackend, Backend};
 pub enum BackendError {
     #[error("unknown backend `{0}`: expected one of flex, tch, tch-cuda:N, cuda:N")]
     Unknown(String),
-    #[error("backend `{name}` needs the cargo feature `{feature}`; rebuild with `--features {feature}`")]
+    #[error(
+        "backend `{name}` needs the cargo feature `{feature}`; rebuild with `--features {feature}`"
+    )]
     NotCompiled { name: String, feature: &'static str },
 }
 
@@ -55,7 +57,10 @@ impl BackendChoice {
 
     /// The first compiled-in backend in the order flex, tch (the default for the CLI).
     pub fn default_compiled() -> BackendChoice {
-        cpu_backends().into_iter().next().unwrap_or(BackendChoice::Flex)
+        cpu_backends()
+            .into_iter()
+            .next()
+            .unwrap_or(BackendChoice::Flex)
     }
 }
 
@@ -126,13 +131,17 @@ pub fn run<Op: BackendOp>(choice: BackendChoice, op: Op) -> Result<Op::Output, B
         #[cfg(feature = "flex")]
         BackendChoice::Flex => Ok(op.run::<FlexBackend>(burn::backend::flex::FlexDevice)),
         #[cfg(feature = "tch")]
-        BackendChoice::TchCpu => Ok(op.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu)),
+        BackendChoice::TchCpu => {
+            Ok(op.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu))
+        }
         #[cfg(feature = "tch")]
         BackendChoice::TchCuda(i) => {
             Ok(op.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cuda(i)))
         }
         #[cfg(feature = "cuda")]
-        BackendChoice::Cuda(i) => Ok(op.run::<CudaBackend>(burn::backend::cuda::CudaDevice::new(i))),
+        BackendChoice::Cuda(i) => {
+            Ok(op.run::<CudaBackend>(burn::backend::cuda::CudaDevice::new(i)))
+        }
         other => Err(BackendError::NotCompiled {
             name: other.to_string(),
             feature: other.feature(),
@@ -168,15 +177,27 @@ mod tests {
 
     #[test]
     fn parses_every_spelling() {
-        assert_eq!("flex".parse::<BackendChoice>().ok(), Some(BackendChoice::Flex));
-        assert_eq!("tch".parse::<BackendChoice>().ok(), Some(BackendChoice::TchCpu));
+        assert_eq!(
+            "flex".parse::<BackendChoice>().ok(),
+            Some(BackendChoice::Flex)
+        );
+        assert_eq!(
+            "tch".parse::<BackendChoice>().ok(),
+            Some(BackendChoice::TchCpu)
+        );
         assert_eq!(
             "tch-cuda:3".parse::<BackendChoice>().ok(),
             Some(BackendChoice::TchCuda(3))
         );
-        assert_eq!("cuda:1".parse::<BackendChoice>().ok(), Some(BackendChoice::Cuda(1)));
+        assert_eq!(
+            "cuda:1".parse::<BackendChoice>().ok(),
+            Some(BackendChoice::Cuda(1))
+        );
         for bad in ["gpu", "cuda:x", "tch-cuda:", ""] {
-            assert!(bad.parse::<BackendChoice>().is_err(), "{bad} should be rejected");
+            assert!(
+                bad.parse::<BackendChoice>().is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 
@@ -214,7 +235,9 @@ mod tests {
     #[test]
     fn missing_feature_is_named() {
         if !cfg!(feature = "cuda") {
-            let err = run(BackendChoice::Cuda(0), Sum).err().map(|e| e.to_string());
+            let err = run(BackendChoice::Cuda(0), Sum)
+                .err()
+                .map(|e| e.to_string());
             assert!(err.unwrap_or_default().contains("--features cuda"));
         }
     }

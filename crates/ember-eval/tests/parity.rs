@@ -39,7 +39,10 @@ fn prepared(num_fewshot: usize) -> Prepared {
 fn run(reference: &Value, k: usize) -> &Value {
     reference["runs"]
         .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["num_fewshot"] == k && r["adapter"].is_null()))
+        .and_then(|runs| {
+            runs.iter()
+                .find(|r| r["num_fewshot"] == k && r["adapter"].is_null())
+        })
         .unwrap_or_else(|| panic!("no {k}-shot run in the reference"))
 }
 

@@ -206,7 +206,10 @@ impl Qwen3Config {
             );
         }
         if !self.head_dim.is_multiple_of(2) {
-            return bad("head_dim", format!("{} must be even for RoPE", self.head_dim));
+            return bad(
+                "head_dim",
+                format!("{} must be even for RoPE", self.head_dim),
+            );
         }
         if self.hidden_act != "silu" {
             return bad(
@@ -215,10 +218,16 @@ impl Qwen3Config {
             );
         }
         if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
-            return bad("rope_theta", format!("{} must be positive", self.rope_theta));
+            return bad(
+                "rope_theta",
+                format!("{} must be positive", self.rope_theta),
+            );
         }
         if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
-            return bad("rms_norm_eps", format!("{} must be positive", self.rms_norm_eps));
+            return bad(
+                "rms_norm_eps",
+                format!("{} must be positive", self.rms_norm_eps),
+            );
         }
         if self.use_sliding_window {
             return bad(
@@ -231,7 +240,12 @@ impl Qwen3Config {
                 "default" => {}
                 "linear" => match rs.factor {
                     Some(f) if f > 0.0 => {}
-                    _ => return bad("rope_scaling.factor", "linear scaling needs factor > 0".into()),
+                    _ => {
+                        return bad(
+                            "rope_scaling.factor",
+                            "linear scaling needs factor > 0".into(),
+                        );
+                    }
                 },
                 other => {
                     return bad(
@@ -265,7 +279,8 @@ impl Qwen3Config {
     pub fn rope_position_scale(&self) -> f64 {
         match &self.rope_scaling {
             Some(RopeScaling {
-                rope_type, factor: Some(f),
+                rope_type,
+                factor: Some(f),
             }) if rope_type == "linear" => *f,
             _ => 1.0,
         }

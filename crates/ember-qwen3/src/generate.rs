@@ -141,7 +141,10 @@ pub fn argmax(v: &[f32]) -> u32 {
 /// Temperature, then HF's top-p rule (keep the smallest set of most likely tokens whose probability
 /// reaches `top_p`, at least one), then a draw.
 pub fn sample(logits: &[f32], s: &Sampling, rng: &mut impl Rng) -> u32 {
-    let scaled: Vec<f64> = logits.iter().map(|&x| f64::from(x / s.temperature)).collect();
+    let scaled: Vec<f64> = logits
+        .iter()
+        .map(|&x| f64::from(x / s.temperature))
+        .collect();
     let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let mut probs: Vec<(usize, f64)> = scaled
         .iter()

@@ -20,10 +20,10 @@ pub mod model;
 pub mod pretrained;
 pub mod weights;
 
+pub use attention::{AttentionImpl, AttnMask};
 pub use config::Qwen3Config;
 pub use error::Qwen3Error;
 pub use generate::{Generation, GenerationConfig, Sampling, StopReason};
-pub use attention::{AttentionImpl, AttnMask};
 pub use loss::LossImpl;
 pub use model::{IGNORE_INDEX, LossSum, Qwen3ForCausalLM, shifted_cross_entropy};
 pub use pretrained::{load_pretrained, random_model};

@@ -18,7 +18,6 @@ use crate::weights::{Init, WeightSource};
 /// Label value excluded from the loss (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
 
-
 /// RMSNorm: the statistics are computed in f32 whatever the input dtype, and the weight is applied
 /// after casting back (as HF's `Qwen3RMSNorm`).
 #[derive(Module, Debug)]
@@ -87,7 +86,13 @@ pub struct Rope<B: Backend> {
 impl<B: Backend> Rope<B> {
     /// Positions `start..start+len`, computed in f32 exactly as HF's `Qwen3RotaryEmbedding`
     /// (`inv_freq = 1 / theta^(2i/d)`, `freqs = pos * inv_freq`, `emb = cat(freqs, freqs)`).
-    pub fn new(cfg: &Qwen3Config, start: usize, len: usize, dtype: DType, device: &B::Device) -> Self {
+    pub fn new(
+        cfg: &Qwen3Config,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Self {
         let d = cfg.head_dim;
         let theta = cfg.rope_theta as f32;
         let scale = cfg.rope_position_scale() as f32;
@@ -160,7 +165,11 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     fn load(src: &mut impl WeightSource<B>, name: &str, c: &Qwen3Config) -> Self {
-        let (h, q_out, kv_out) = (c.hidden_size, c.num_attention_heads * c.head_dim, c.kv_heads() * c.head_dim);
+        let (h, q_out, kv_out) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.kv_heads() * c.head_dim,
+        );
         Self {
             q_proj: linear(src, &format!("{name}.q_proj"), h, q_out, c.attention_bias),
             k_proj: linear(src, &format!("{name}.k_proj"), h, kv_out, c.attention_bias),
@@ -187,8 +196,12 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_norm.forward(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
-        let k = self.k_norm.forward(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]));
+        let q = self
+            .q_norm
+            .forward(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]));
+        let k = self
+            .k_norm
+            .forward(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]));
         let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]);
         let q = rope.apply(q.swap_dims(1, 2));
         let mut k = rope.apply(k.swap_dims(1, 2));
@@ -202,7 +215,8 @@ impl<B: Backend> Attention<B> {
             cache.v = Some(v.clone());
         }
         let out = attention(q, k, v, mask.into(), self.attention_impl);
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, nh * hd]))
     }
 }
 
@@ -242,7 +256,12 @@ impl<B: Backend> DecoderLayer<B> {
         Self {
             self_attn: Attention::load(src, &format!("{name}.self_attn"), c),
             mlp: Mlp::load(src, &format!("{name}.mlp"), c),
-            input_layernorm: RmsNorm::load(src, &format!("{name}.input_layernorm"), c.hidden_size, c.rms_norm_eps),
+            input_layernorm: RmsNorm::load(
+                src,
+                &format!("{name}.input_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            ),
             post_attention_layernorm: RmsNorm::load(
                 src,
                 &format!("{name}.post_attention_layernorm"),
@@ -260,7 +279,10 @@ impl<B: Backend> DecoderLayer<B> {
         mask: impl Into<AttnMask<B>>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -300,7 +322,11 @@ impl<B: Backend> LossSum<B> {
 impl<B: Backend> Qwen3ForCausalLM<B> {
     /// Builds the model, taking every tensor from `src` by its HF name.
     pub fn load(cfg: &Qwen3Config, src: &mut impl WeightSource<B>) -> Self {
-        let embed = src.tensor("model.embed_tokens.weight", [cfg.vocab_size, cfg.hidden_size], Init::Normal);
+        let embed = src.tensor(
+            "model.embed_tokens.weight",
+            [cfg.vocab_size, cfg.hidden_size],
+            Init::Normal,
+        );
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(src, &format!("model.layers.{i}"), cfg))
             .collect();
@@ -310,7 +336,13 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
             src.ignore("lm_head.weight");
             None
         } else {
-            Some(linear(src, "lm_head", cfg.hidden_size, cfg.vocab_size, false))
+            Some(linear(
+                src,
+                "lm_head",
+                cfg.hidden_size,
+                cfg.vocab_size,
+                false,
+            ))
         };
         Self {
             model: Qwen3Model {
@@ -366,7 +398,10 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         match attention_mask {
             None => causal,
             Some(am) => {
-                let pad = am.equal_elem(0).reshape([batch, 1, 1, total]).expand([batch, 1, seq, total]);
+                let pad = am
+                    .equal_elem(0)
+                    .reshape([batch, 1, 1, total])
+                    .expand([batch, 1, seq, total]);
                 causal.bool_or(pad)
             }
         }
@@ -382,7 +417,10 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     ) -> Tensor<B, 3> {
         let s = input_ids.dims()[1];
         let device = input_ids.device();
-        let past = cache.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
+        let past = cache
+            .as_ref()
+            .and_then(|c| c.first())
+            .map_or(0, |c| c.len());
         let mut x = self.model.embed_tokens.forward(input_ids);
         let rope = Rope::new(cfg, past, s, x.dtype(), &device);
         // Causal plus key padding, never materialised as [seq, keys] (chunks build their rows).
@@ -408,7 +446,10 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
                 let [b, s, h] = hidden.dims();
                 let w = self.model.embed_tokens.weight.val();
                 let v = w.dims()[0];
-                hidden.reshape([b * s, h]).matmul(w.transpose()).reshape([b, s, v])
+                hidden
+                    .reshape([b * s, h])
+                    .matmul(w.transpose())
+                    .reshape([b, s, v])
             }
         };
         logits.cast(DType::F32)
@@ -513,7 +554,10 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
 }
 
 /// Sum and count of the shifted cross-entropy of f32 `logits: [b, s, v]` against `labels: [b, s]`.
-pub fn shifted_cross_entropy<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> LossSum<B> {
+pub fn shifted_cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> LossSum<B> {
     let [b, s, _] = logits.dims();
     let device = logits.device();
     let tail = Tensor::<B, 2, Int>::full([b, 1], IGNORE_INDEX, &device);
@@ -524,5 +568,8 @@ pub fn shifted_cross_entropy<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B,
     let picked: Tensor<B, 2> = logp.gather(2, targets.unsqueeze_dim(2)).squeeze_dim(2);
     let keep = ignored.bool_not().float();
     let sum = (picked.neg() * keep.clone()).sum();
-    LossSum { sum, count: keep.sum() }
+    LossSum {
+        sum,
+        count: keep.sum(),
+    }
 }

@@ -35,7 +35,8 @@ pub enum Init {
 pub trait WeightSource<B: Backend> {
     /// The tensor `name` with `shape`, in the compute dtype. A problem is recorded and a zero
     /// placeholder returned so that all problems can be reported together by `finish`.
-    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], init: Init) -> Tensor<B, D>;
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], init: Init)
+    -> Tensor<B, D>;
     /// Names the source may hold that the model does not need (e.g. `lm_head.weight` when tied).
     fn ignore(&mut self, name: &str);
     /// Reports every recorded problem.
@@ -150,7 +151,12 @@ impl<B: Backend> SafetensorsSource<B> {
 }
 
 impl<B: Backend> WeightSource<B> for SafetensorsSource<B> {
-    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], _init: Init) -> Tensor<B, D> {
+    fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        _init: Init,
+    ) -> Tensor<B, D> {
         let placeholder = || Tensor::<B, D>::zeros(shape, &self.device);
         let Some(&file) = self.index.get(name) else {
             self.missing.push(name.to_string());
@@ -160,7 +166,8 @@ impl<B: Backend> WeightSource<B> for SafetensorsSource<B> {
         match self.read(name, file) {
             Ok((found, data)) => {
                 if found != shape {
-                    self.wrong_shape.push((name.to_string(), shape.to_vec(), found));
+                    self.wrong_shape
+                        .push((name.to_string(), shape.to_vec(), found));
                     return placeholder();
                 }
                 let data = data.convert_dtype(self.dtype);
@@ -232,7 +239,12 @@ fn name_hash(name: &str) -> u64 {
 }
 
 impl<B: Backend> WeightSource<B> for RandomInit<B> {
-    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], init: Init) -> Tensor<B, D> {
+    fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Tensor<B, D> {
         use rand::{Rng, SeedableRng};
         let n: usize = shape.iter().product();
         let values: Vec<f32> = match init {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::DType;
 use ember_qwen3::{Qwen3Config, Qwen3Error, load_pretrained};
-use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
+use safetensors::tensor::TensorView;
 
 type B = ember_backend::FlexBackend;
 
@@ -16,7 +16,9 @@ fn tiny() -> PathBuf {
 }
 
 /// A copy of the tiny model whose tensors were passed through `edit`.
-fn edited_copy(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> tempfile::TempDir {
+fn edited_copy(
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(tiny().join("config.json"), dir.path().join("config.json")).expect("copy config");
     let bytes = std::fs::read(tiny().join("model.safetensors")).expect("read");
@@ -31,7 +33,8 @@ fn edited_copy(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize
         .iter()
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("view")))
         .collect();
-    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).expect("write");
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors"))
+        .expect("write");
     dir
 }
 
@@ -54,9 +57,16 @@ fn the_fixture_itself_loads() {
 #[test]
 fn missing_directory_and_missing_config() {
     let m = message(load(Path::new("/nonexistent/model")));
-    assert!(m.contains("/nonexistent/model") && m.contains("no such directory"), "{m}");
+    assert!(
+        m.contains("/nonexistent/model") && m.contains("no such directory"),
+        "{m}"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(tiny().join("model.safetensors"), dir.path().join("model.safetensors")).expect("copy");
+    std::fs::copy(
+        tiny().join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .expect("copy");
     let m = message(load(dir.path()));
     assert!(m.contains("config.json not found"), "{m}");
 }
@@ -66,7 +76,10 @@ fn missing_weights_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(tiny().join("config.json"), dir.path().join("config.json")).expect("copy");
     let m = message(load(dir.path()));
-    assert!(m.contains("neither model.safetensors nor model.safetensors.index.json"), "{m}");
+    assert!(
+        m.contains("neither model.safetensors nor model.safetensors.index.json"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -74,22 +87,41 @@ fn missing_and_unexpected_keys_are_all_listed() {
     let dir = edited_copy(|t| {
         t.retain(|(n, ..)| n != "model.layers.1.mlp.up_proj.weight" && n != "model.norm.weight");
         let extra = t[0].clone();
-        t.push(("model.layers.7.extra.weight".into(), extra.1, extra.2, extra.3));
+        t.push((
+            "model.layers.7.extra.weight".into(),
+            extra.1,
+            extra.2,
+            extra.3,
+        ));
     });
     let m = message(load(dir.path()));
-    assert!(m.contains("missing keys: model.layers.1.mlp.up_proj.weight, model.norm.weight"), "{m}");
-    assert!(m.contains("unexpected keys: model.layers.7.extra.weight"), "{m}");
+    assert!(
+        m.contains("missing keys: model.layers.1.mlp.up_proj.weight, model.norm.weight"),
+        "{m}"
+    );
+    assert!(
+        m.contains("unexpected keys: model.layers.7.extra.weight"),
+        "{m}"
+    );
 }
 
 #[test]
 fn wrong_shape_names_tensor_and_both_shapes() {
     let dir = edited_copy(|t| {
-        let e = t.iter_mut().find(|(n, ..)| n == "model.layers.0.self_attn.k_proj.weight").expect("k_proj");
+        let e = t
+            .iter_mut()
+            .find(|(n, ..)| n == "model.layers.0.self_attn.k_proj.weight")
+            .expect("k_proj");
         // [32, 48] -> [16, 96]: same bytes, other shape.
         e.2 = vec![e.2[0] / 2, e.2[1] * 2];
     });
     let m = message(load(dir.path()));
-    assert!(m.contains("wrong shape: model.layers.0.self_attn.k_proj.weight: expected [32, 48], found [16, 96]"), "{m}");
+    assert!(
+        m.contains(
+            "wrong shape: model.layers.0.self_attn.k_proj.weight: expected [32, 48], found [16, 96]"
+        ),
+        "{m}"
+    );
 }
 
 #[test]
@@ -97,9 +129,16 @@ fn truncated_safetensors_names_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(tiny().join("config.json"), dir.path().join("config.json")).expect("copy");
     let bytes = std::fs::read(tiny().join("model.safetensors")).expect("read");
-    std::fs::write(dir.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).expect("write");
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .expect("write");
     let m = message(load(dir.path()));
-    assert!(m.contains("model.safetensors: not a readable safetensors file"), "{m}");
+    assert!(
+        m.contains("model.safetensors: not a readable safetensors file"),
+        "{m}"
+    );
 }
 
 fn config_error(edit: impl FnOnce(&mut serde_json::Value)) -> String {
@@ -118,7 +157,10 @@ fn unsupported_rope_scaling_is_rejected_with_the_field() {
         v.as_object_mut().map(|o| o.remove("rope_parameters"));
         v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
     });
-    assert!(m.contains("rope_scaling.rope_type") && m.contains("yarn"), "{m}");
+    assert!(
+        m.contains("rope_scaling.rope_type") && m.contains("yarn"),
+        "{m}"
+    );
     // The same through a model directory names the config file.
     let dir = tempfile::tempdir().expect("tempdir");
     let text = std::fs::read_to_string(tiny().join("config.json")).expect("config");
@@ -126,15 +168,25 @@ fn unsupported_rope_scaling_is_rejected_with_the_field() {
     // transformers 5 writes the type under `rope_parameters`.
     v["rope_parameters"]["rope_type"] = "dynamic".into();
     std::fs::write(dir.path().join("config.json"), v.to_string()).expect("write");
-    std::fs::copy(tiny().join("model.safetensors"), dir.path().join("model.safetensors")).expect("copy");
+    std::fs::copy(
+        tiny().join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .expect("copy");
     let m = message(load(dir.path()));
-    assert!(m.contains("config.json: field `rope_parameters.rope_type`") && m.contains("dynamic"), "{m}");
+    assert!(
+        m.contains("config.json: field `rope_parameters.rope_type`") && m.contains("dynamic"),
+        "{m}"
+    );
 }
 
 #[test]
 fn impossible_head_counts_are_rejected() {
     let m = config_error(|v| v["num_key_value_heads"] = 3.into());
-    assert!(m.contains("num_key_value_heads") && m.contains("does not divide"), "{m}");
+    assert!(
+        m.contains("num_key_value_heads") && m.contains("does not divide"),
+        "{m}"
+    );
     let m = config_error(|v| v["hidden_act"] = "gelu".into());
     assert!(m.contains("hidden_act"), "{m}");
     let m = config_error(|v| v["hidden_size"] = "big".into());
@@ -157,12 +209,16 @@ fn real_configs_parse() {
     assert_eq!(cfg.kv_heads(), 8);
     assert_eq!(cfg.eos_ids(), vec![151645]);
     assert_eq!(cfg.torch_dtype.as_deref(), Some("bfloat16"));
-    let lin = Qwen3Config::from_json_str(r#"{"rope_scaling":{"type":"linear","factor":2.0},"eos_token_id":[1,2]}"#)
-        .expect("linear scaling");
+    let lin = Qwen3Config::from_json_str(
+        r#"{"rope_scaling":{"type":"linear","factor":2.0},"eos_token_id":[1,2]}"#,
+    )
+    .expect("linear scaling");
     assert_eq!(lin.rope_position_scale(), 2.0);
     assert_eq!(lin.eos_ids(), vec![1, 2]);
-    let v5 = Qwen3Config::from_json_str(r#"{"rope_parameters":{"rope_type":"default","rope_theta":5.0}}"#)
-        .expect("transformers 5 rope_parameters");
+    let v5 = Qwen3Config::from_json_str(
+        r#"{"rope_parameters":{"rope_type":"default","rope_theta":5.0}}"#,
+    )
+    .expect("transformers 5 rope_parameters");
     assert_eq!(v5.rope_theta, 5.0);
     assert_eq!(v5.rope_position_scale(), 1.0);
 }

@@ -20,7 +20,8 @@ struct Reference {
 impl Reference {
     fn load() -> Self {
         let dir = fixtures();
-        let bytes = std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors");
+        let bytes =
+            std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors");
         let json = serde_json::from_str(
             &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
         )
@@ -29,7 +30,9 @@ impl Reference {
     }
     fn tensor(&self, name: &str) -> (Vec<usize>, TensorData) {
         let st = SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        let v = st.tensor(name).unwrap_or_else(|_| panic!("{name} in reference"));
+        let v = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("{name} in reference"));
         let dtype = match v.dtype() {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::I64 => DType::I64,
@@ -47,7 +50,10 @@ impl Reference {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 struct LogitsAndLoss {
@@ -89,9 +95,18 @@ impl BackendOp for LogitsAndLoss {
             }
         }
         // The first row without any padding or mask argument.
-        let n0 = mask_v.iter().take(mask_v.len() / 2).filter(|m| **m == 1).count();
+        let n0 = mask_v
+            .iter()
+            .take(mask_v.len() / 2)
+            .filter(|m| **m == 1)
+            .count();
         let row0 = ids.clone().slice([0..1, 0..n0]);
-        let l0: Vec<f32> = model.forward(row0, None, &cfg).into_data().convert::<f32>().to_vec().expect("f32");
+        let l0: Vec<f32> = model
+            .forward(row0, None, &cfg)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32");
         let (_, w0) = r.tensor(&format!("{}.logits_unpadded_row0", self.model));
         let w0: Vec<f32> = w0.to_vec().expect("f32");
         let loss = model.forward_loss(ids, Some(mask_t), labels, &cfg);
@@ -116,13 +131,31 @@ fn check_model(name: &'static str) {
     let outs = for_each_cpu_backend(|| LogitsAndLoss { model: name });
     assert!(!outs.is_empty(), "no backend compiled in");
     for (backend, o) in outs {
-        println!("{name} on {backend}: logits max|diff| {:.2e} (unpadded {:.2e}), loss {} vs {}", o.max_diff, o.max_diff_unpadded, o.loss, want_loss);
-        assert!(o.max_diff <= 1e-4, "{name} on {backend}: logits differ by {}", o.max_diff);
-        assert!(o.max_diff_unpadded <= 1e-4, "{name} on {backend}: unpadded logits differ by {}", o.max_diff_unpadded);
+        println!(
+            "{name} on {backend}: logits max|diff| {:.2e} (unpadded {:.2e}), loss {} vs {}",
+            o.max_diff, o.max_diff_unpadded, o.loss, want_loss
+        );
+        assert!(
+            o.max_diff <= 1e-4,
+            "{name} on {backend}: logits differ by {}",
+            o.max_diff
+        );
+        assert!(
+            o.max_diff_unpadded <= 1e-4,
+            "{name} on {backend}: unpadded logits differ by {}",
+            o.max_diff_unpadded
+        );
         let rel = (o.loss - want_loss).abs() / want_loss.abs();
-        assert!(rel <= 1e-5, "{name} on {backend}: loss {} vs HF {want_loss} (rel {rel:.2e})", o.loss);
+        assert!(
+            rel <= 1e-5,
+            "{name} on {backend}: loss {} vs HF {want_loss} (rel {rel:.2e})",
+            o.loss
+        );
         assert!((o.loss_mean_of_sum - o.loss).abs() <= 1e-6 * o.loss.abs());
-        assert_eq!(o.count, want_items, "{name} on {backend}: supervised token count");
+        assert_eq!(
+            o.count, want_items,
+            "{name} on {backend}: supervised token count"
+        );
     }
 }
 
@@ -146,11 +179,18 @@ impl BackendOp for Greedy {
     type Output = (Vec<u32>, StopReason);
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let r = Reference::load();
-        let prompt: Vec<u32> = serde_json::from_value(r.model(self.model)["greedy_prompt_ids"].clone()).expect("ids");
+        let prompt: Vec<u32> =
+            serde_json::from_value(r.model(self.model)["greedy_prompt_ids"].clone()).expect("ids");
         let (cfg, model) =
-            load_pretrained::<B::InnerBackend>(fixtures().join(self.model), DType::F32, &device).expect("load");
+            load_pretrained::<B::InnerBackend>(fixtures().join(self.model), DType::F32, &device)
+                .expect("load");
         let g = model
-            .generate(&cfg, &prompt, &GenerationConfig::greedy(self.steps, self.eos), &device)
+            .generate(
+                &cfg,
+                &prompt,
+                &GenerationConfig::greedy(self.steps, self.eos),
+                &device,
+            )
             .expect("generate");
         (g.ids, g.stop)
     }
@@ -160,15 +200,24 @@ impl BackendOp for Greedy {
 fn greedy_generation_equals_transformers() {
     let r = Reference::load();
     for name in ["qwen3-tiny", "qwen3-tiny-tied"] {
-        let want: Vec<u32> = serde_json::from_value(r.model(name)["greedy_ids"].clone()).expect("ids");
-        for (backend, (ids, stop)) in for_each_cpu_backend(|| Greedy { model: name, eos: vec![], steps: want.len() }) {
+        let want: Vec<u32> =
+            serde_json::from_value(r.model(name)["greedy_ids"].clone()).expect("ids");
+        for (backend, (ids, stop)) in for_each_cpu_backend(|| Greedy {
+            model: name,
+            eos: vec![],
+            steps: want.len(),
+        }) {
             assert_eq!(ids, want, "{name} on {backend}");
             assert_eq!(stop, StopReason::MaxNewTokens);
         }
         // Making the fifth generated token an eos id stops generation right after it.
         let eos = want[4];
         let first = want.iter().position(|&t| t == eos).expect("present");
-        for (backend, (ids, stop)) in for_each_cpu_backend(|| Greedy { model: name, eos: vec![eos], steps: want.len() }) {
+        for (backend, (ids, stop)) in for_each_cpu_backend(|| Greedy {
+            model: name,
+            eos: vec![eos],
+            steps: want.len(),
+        }) {
             assert_eq!(ids, want[..=first].to_vec(), "{name} on {backend} with eos");
             assert_eq!(stop, StopReason::Eos);
         }
@@ -183,18 +232,40 @@ impl BackendOp for ShardedEqualsSingle {
         let r = Reference::load();
         let (_, ids) = r.tensor("input_ids");
         let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, &device);
-        let (c1, single) = load_pretrained::<B::InnerBackend>(fixtures().join("qwen3-tiny-tied"), DType::F32, &device).expect("single");
-        let (c2, sharded) = load_pretrained::<B::InnerBackend>(fixtures().join("qwen3-tiny-tied-sharded"), DType::F32, &device).expect("sharded");
+        let (c1, single) = load_pretrained::<B::InnerBackend>(
+            fixtures().join("qwen3-tiny-tied"),
+            DType::F32,
+            &device,
+        )
+        .expect("single");
+        let (c2, sharded) = load_pretrained::<B::InnerBackend>(
+            fixtures().join("qwen3-tiny-tied-sharded"),
+            DType::F32,
+            &device,
+        )
+        .expect("sharded");
         assert_eq!(c1, c2);
-        let a: Vec<f32> = single.forward(ids.clone(), None, &c1).into_data().to_vec().expect("f32");
-        let b: Vec<f32> = sharded.forward(ids, None, &c2).into_data().to_vec().expect("f32");
+        let a: Vec<f32> = single
+            .forward(ids.clone(), None, &c1)
+            .into_data()
+            .to_vec()
+            .expect("f32");
+        let b: Vec<f32> = sharded
+            .forward(ids, None, &c2)
+            .into_data()
+            .to_vec()
+            .expect("f32");
         max_abs_diff(&a, &b)
     }
 }
 
 #[test]
 fn sharded_checkpoint_loads_like_the_single_file() {
-    assert!(fixtures().join("qwen3-tiny-tied-sharded/model.safetensors.index.json").is_file());
+    assert!(
+        fixtures()
+            .join("qwen3-tiny-tied-sharded/model.safetensors.index.json")
+            .is_file()
+    );
     for (backend, d) in for_each_cpu_backend(|| ShardedEqualsSingle) {
         assert_eq!(d, 0.0, "on {backend}");
     }

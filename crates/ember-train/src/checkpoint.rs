@@ -55,7 +55,12 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub fn of(cfg: &FinetuneConfig, adapter: &AdapterConfig, train_examples: usize, max_steps: u64) -> Self {
+    pub fn of(
+        cfg: &FinetuneConfig,
+        adapter: &AdapterConfig,
+        train_examples: usize,
+        max_steps: u64,
+    ) -> Self {
         Self {
             model: cfg.model.model_name_or_path.display().to_string(),
             lora_rank: adapter.r,
@@ -87,7 +92,12 @@ impl Fingerprint {
         };
         a.iter()
             .filter(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k}: checkpoint {v} -> now {}", b.get(k).cloned().unwrap_or_default()))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: checkpoint {v} -> now {}",
+                    b.get(k).cloned().unwrap_or_default()
+                )
+            })
             .collect()
     }
 }
@@ -139,7 +149,10 @@ pub fn save<B: AutodiffBackend>(
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     adapter::save(model, adapter_cfg, &tmp)?;
     opt.save(&tmp)?;
-    if let Some(ms) = std::env::var(SLOW_SAVE_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = std::env::var(SLOW_SAVE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     sched.save(&tmp)?;
@@ -154,7 +167,11 @@ pub fn save<B: AutodiffBackend>(
 
 /// The step of a `checkpoint-N` directory name.
 pub fn step_of(dir: &Path) -> Option<u64> {
-    dir.file_name()?.to_str()?.strip_prefix("checkpoint-")?.parse().ok()
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("checkpoint-")?
+        .parse()
+        .ok()
 }
 
 /// Why `dir` is not a complete checkpoint, if it is not.
@@ -165,7 +182,11 @@ pub fn incomplete(dir: &Path) -> Option<String> {
     if step_of(dir).is_none() {
         return Some("the name is not checkpoint-<step>".into());
     }
-    let missing: Vec<&str> = REQUIRED_FILES.iter().copied().filter(|f| !dir.join(f).is_file()).collect();
+    let missing: Vec<&str> = REQUIRED_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
     (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
 }
 
@@ -185,11 +206,19 @@ pub fn list(output_dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// Deletes the oldest checkpoints beyond `limit`, never the best one (HF `_rotate_checkpoints`).
-pub fn rotate(output_dir: &Path, limit: Option<usize>, best: Option<&Path>) -> Result<(), TrainError> {
+pub fn rotate(
+    output_dir: &Path,
+    limit: Option<usize>,
+    best: Option<&Path>,
+) -> Result<(), TrainError> {
     let Some(limit) = limit else { return Ok(()) };
     let all = list(output_dir);
     // As HF: with a limit of 1 and a best checkpoint that is not the newest, keep two.
-    let limit = if limit == 1 && best.is_some_and(|b| all.last().is_some_and(|(_, p)| p != b)) { 2 } else { limit };
+    let limit = if limit == 1 && best.is_some_and(|b| all.last().is_some_and(|(_, p)| p != b)) {
+        2
+    } else {
+        limit
+    };
     let excess = all.len().saturating_sub(limit);
     let mut deleted = 0;
     for (_, path) in &all {

@@ -149,8 +149,15 @@ pub struct OutputArgs {
 impl OutputArgs {
     /// The metric that ranks checkpoints (HF: `eval_` is prefixed when missing).
     pub fn best_metric_name(&self) -> String {
-        let m = self.metric_for_best_model.clone().unwrap_or_else(|| "loss".into());
-        if m.starts_with("eval_") { m } else { format!("eval_{m}") }
+        let m = self
+            .metric_for_best_model
+            .clone()
+            .unwrap_or_else(|| "loss".into());
+        if m.starts_with("eval_") {
+            m
+        } else {
+            format!("eval_{m}")
+        }
     }
 
     pub fn greater_is_better(&self) -> bool {
@@ -216,11 +223,13 @@ impl FinetuneConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| TrainError::Config {
-            file: path.to_path_buf(),
-            key: String::new(),
-            message: e.to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| TrainError::Config {
+                file: path.to_path_buf(),
+                key: String::new(),
+                message: e.to_string(),
+            })?;
         Self::from_table(table, path, &[])
     }
 
@@ -251,7 +260,9 @@ impl FinetuneConfig {
             };
             for k in inner.keys() {
                 if !keys.contains(&k.as_str()) {
-                    let all = secs.iter().flat_map(|(s, ks)| ks.iter().map(move |k| (*s, *k)));
+                    let all = secs
+                        .iter()
+                        .flat_map(|(s, ks)| ks.iter().map(move |k| (*s, *k)));
                     let hint = match nearest(k, keys.iter().copied()) {
                         Some(n) => format!("; did you mean `{n}`?"),
                         None => match all.clone().find(|(_, kk)| kk == k) {
@@ -268,17 +279,16 @@ impl FinetuneConfig {
                 }
             }
         }
-        let cfg: FinetuneConfig = section(&table, "model", file)
-            .and_then(|model| {
-                Ok(FinetuneConfig {
-                    model,
-                    lora: section(&table, "lora", file)?,
-                    data: section(&table, "data", file)?,
-                    train: section(&table, "train", file)?,
-                    eval: section(&table, "eval", file)?,
-                    output: section(&table, "output", file)?,
-                })
-            })?;
+        let cfg: FinetuneConfig = section(&table, "model", file).and_then(|model| {
+            Ok(FinetuneConfig {
+                model,
+                lora: section(&table, "lora", file)?,
+                data: section(&table, "data", file)?,
+                train: section(&table, "train", file)?,
+                eval: section(&table, "eval", file)?,
+                output: section(&table, "output", file)?,
+            })
+        })?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -294,42 +304,70 @@ impl FinetuneConfig {
         };
         let t = &self.train;
         if t.per_device_train_batch_size == 0 {
-            return err("train.per_device_train_batch_size", "must be at least 1".into());
+            return err(
+                "train.per_device_train_batch_size",
+                "must be at least 1".into(),
+            );
         }
         if t.gradient_accumulation_steps == 0 {
-            return err("train.gradient_accumulation_steps", "must be at least 1".into());
+            return err(
+                "train.gradient_accumulation_steps",
+                "must be at least 1".into(),
+            );
         }
-        if !(t.learning_rate >= 0.0) {
-            return err("train.learning_rate", format!("must be >= 0, got {}", t.learning_rate));
+        if t.learning_rate.is_nan() || t.learning_rate < 0.0 {
+            return err(
+                "train.learning_rate",
+                format!("must be >= 0, got {}", t.learning_rate),
+            );
         }
-        if t.max_steps <= 0 && !(t.num_train_epochs > 0.0) {
+        if t.max_steps <= 0 && (t.num_train_epochs.is_nan() || t.num_train_epochs <= 0.0) {
             return err(
                 "train.num_train_epochs",
                 format!("must be > 0 (or set max_steps), got {}", t.num_train_epochs),
             );
         }
-        if !(t.max_grad_norm >= 0.0) {
-            return err("train.max_grad_norm", format!("must be >= 0, got {}", t.max_grad_norm));
+        if t.max_grad_norm.is_nan() || t.max_grad_norm < 0.0 {
+            return err(
+                "train.max_grad_norm",
+                format!("must be >= 0, got {}", t.max_grad_norm),
+            );
         }
         if t.logging_steps == 0 {
             return err("train.logging_steps", "must be at least 1".into());
         }
         if self.eval.per_device_eval_batch_size == 0 {
-            return err("eval.per_device_eval_batch_size", "must be at least 1".into());
+            return err(
+                "eval.per_device_eval_batch_size",
+                "must be at least 1".into(),
+            );
         }
-        if self.eval.eval_strategy == Strategy::Steps && self.eval.eval_steps.is_none_or(|s| s == 0) {
-            return err("eval.eval_steps", "eval_strategy = \"steps\" needs eval_steps >= 1".into());
+        if self.eval.eval_strategy == Strategy::Steps && self.eval.eval_steps.is_none_or(|s| s == 0)
+        {
+            return err(
+                "eval.eval_steps",
+                "eval_strategy = \"steps\" needs eval_steps >= 1".into(),
+            );
         }
         if self.output.save_strategy == Strategy::Steps && self.output.save_steps == 0 {
-            return err("output.save_steps", "save_strategy = \"steps\" needs save_steps >= 1".into());
+            return err(
+                "output.save_steps",
+                "save_strategy = \"steps\" needs save_steps >= 1".into(),
+            );
         }
         if self.output.load_best_model_at_end {
             if self.eval.eval_strategy == Strategy::No {
-                return err("output.load_best_model_at_end", "needs an eval_strategy other than \"no\"".into());
+                return err(
+                    "output.load_best_model_at_end",
+                    "needs an eval_strategy other than \"no\"".into(),
+                );
             }
             if self.output.save_strategy != self.eval.eval_strategy
                 || (self.output.save_strategy == Strategy::Steps
-                    && self.eval.eval_steps.is_some_and(|e| self.output.save_steps % e != 0))
+                    && self
+                        .eval
+                        .eval_steps
+                        .is_some_and(|e| !self.output.save_steps.is_multiple_of(e)))
             {
                 return err(
                     "output.load_best_model_at_end",
@@ -338,14 +376,26 @@ impl FinetuneConfig {
             }
             let m = self.output.best_metric_name();
             if m != "eval_loss" {
-                return err("output.metric_for_best_model", format!("`{m}` is not logged by the trainer; use eval_loss"));
+                return err(
+                    "output.metric_for_best_model",
+                    format!("`{m}` is not logged by the trainer; use eval_loss"),
+                );
             }
         }
         if self.output.save_total_limit == Some(0) {
-            return err("output.save_total_limit", "must be at least 1 (omit it to keep every checkpoint)".into());
+            return err(
+                "output.save_total_limit",
+                "must be at least 1 (omit it to keep every checkpoint)".into(),
+            );
         }
-        if !matches!(self.model.dtype.as_str(), "f32" | "float32" | "bf16" | "bfloat16") {
-            return err("model.dtype", format!("`{}` is not one of f32, bf16", self.model.dtype));
+        if !matches!(
+            self.model.dtype.as_str(),
+            "f32" | "float32" | "bf16" | "bfloat16"
+        ) {
+            return err(
+                "model.dtype",
+                format!("`{}` is not one of f32, bf16", self.model.dtype),
+            );
         }
         if self.model.model_name_or_path.as_os_str().is_empty() {
             return err("model.model_name_or_path", "is required".into());
@@ -366,11 +416,14 @@ fn section<T: DeserializeOwned + Default>(
 ) -> Result<T, TrainError> {
     match table.get(name) {
         None => Ok(T::default()),
-        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| TrainError::Config {
-            file: file.to_path_buf(),
-            key: name.to_string(),
-            message: e.message().to_string(),
-        }),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config {
+                file: file.to_path_buf(),
+                key: name.to_string(),
+                message: e.message().to_string(),
+            }),
     }
 }
 
@@ -397,7 +450,9 @@ pub fn apply_override(table: &mut toml::Table, ov: &str) -> Result<(), String> {
             match owners.as_slice() {
                 [one] => (one.to_string(), key.to_string()),
                 [] => {
-                    let all = sections().into_iter().flat_map(|(_, ks)| ks.iter().copied());
+                    let all = sections()
+                        .into_iter()
+                        .flat_map(|(_, ks)| ks.iter().copied());
                     let hint = nearest(key, all)
                         .map(|n| format!("; did you mean `{n}`?"))
                         .unwrap_or_default();

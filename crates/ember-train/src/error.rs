@@ -26,13 +26,20 @@ pub enum TrainError {
     Optim(#[from] ember_optim::OptimError),
     #[error("the training set is empty after loading {0}")]
     EmptyDataset(String),
-    #[error("non-finite {what} at step {step}: training stopped (the last saved checkpoint is intact)")]
+    #[error(
+        "non-finite {what} at step {step}: training stopped (the last saved checkpoint is intact)"
+    )]
     NonFinite { what: &'static str, step: u64 },
     #[error("{dir}: cannot resume from it: {reason}")]
     NotACheckpoint { dir: PathBuf, reason: String },
     #[error("{dir}: the checkpoint was written by a different run:\n  {}", differences.join("\n  "))]
-    CheckpointMismatch { dir: PathBuf, differences: Vec<String> },
-    #[error("{0} already holds a run; set resume_from_checkpoint = true to continue it, overwrite_output_dir = true to start over, or choose another output_dir")]
+    CheckpointMismatch {
+        dir: PathBuf,
+        differences: Vec<String>,
+    },
+    #[error(
+        "{0} already holds a run; set resume_from_checkpoint = true to continue it, overwrite_output_dir = true to start over, or choose another output_dir"
+    )]
     OutputExists(PathBuf),
     #[error("{0}")]
     Other(String),

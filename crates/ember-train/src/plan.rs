@@ -52,7 +52,9 @@ impl StepPlan {
     /// The accumulation windows of one epoch as ranges of micro-batch indices.
     pub fn windows(&self) -> Vec<std::ops::Range<usize>> {
         (0..self.steps_per_epoch)
-            .map(|w| w * self.grad_accum..((w + 1) * self.grad_accum).min(self.micro_batches_per_epoch))
+            .map(|w| {
+                w * self.grad_accum..((w + 1) * self.grad_accum).min(self.micro_batches_per_epoch)
+            })
             .filter(|r| !r.is_empty())
             .collect()
     }
@@ -67,7 +69,11 @@ mod tests {
         // REFERENCE.md: batch 4 x GA 8, 3 epochs -> 18, 45, 90 steps for 162, 477, 958 samples.
         for (n, per_epoch, total) in [(162, 6, 18), (477, 15, 45), (958, 30, 90)] {
             let p = StepPlan::new(n, 4, 8, 3.0, -1);
-            assert_eq!((p.steps_per_epoch, p.max_steps), (per_epoch, total), "{n} samples");
+            assert_eq!(
+                (p.steps_per_epoch, p.max_steps),
+                (per_epoch, total),
+                "{n} samples"
+            );
         }
     }
 

@@ -28,12 +28,24 @@ fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // An embedded font: plots render the same on machines without system fonts.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
-/// Draws one or more `(label, points)` series into a PNG.
-pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(f64, f64)>, RGBColor)]) -> Result<(), TrainError> {
+/// A named line: label, `(x, y)` points, colour.
+pub type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+/// Draws one or more series into a PNG.
+pub fn line_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    series: &[Series<'_>],
+) -> Result<(), TrainError> {
     register_font();
     let err = |e: String| TrainError::Other(format!("{}: {e}", path.display()));
     let pts = series.iter().flat_map(|s| s.1.iter());
@@ -68,10 +80,15 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(
     for (label, points, color) in series {
         let color = *color;
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| err(e.to_string()))?
             .label(*label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -84,18 +101,34 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[(&str, Vec<(
 
 /// The two plots of a finished run.
 pub fn plot_losses(state: &TrainerState, dir: &Path) -> Result<(), TrainError> {
-    let raw: Vec<(f64, f64)> = state.losses().into_iter().map(|(s, l)| (s as f64, l)).collect();
+    let raw: Vec<(f64, f64)> = state
+        .losses()
+        .into_iter()
+        .map(|(s, l)| (s as f64, l))
+        .collect();
     let ys: Vec<f64> = raw.iter().map(|p| p.1).collect();
     let smoothed: Vec<(f64, f64)> = raw.iter().map(|p| p.0).zip(smooth(&ys)).collect();
     line_plot(
         &dir.join("training_loss.png"),
         "training loss",
         "step",
-        &[("original", raw, RGBColor(150, 190, 230)), ("smoothed", smoothed, RGBColor(20, 80, 170))],
+        &[
+            ("original", raw, RGBColor(150, 190, 230)),
+            ("smoothed", smoothed, RGBColor(20, 80, 170)),
+        ],
     )?;
-    let eval: Vec<(f64, f64)> = state.eval_losses().into_iter().map(|(s, l)| (s as f64, l)).collect();
+    let eval: Vec<(f64, f64)> = state
+        .eval_losses()
+        .into_iter()
+        .map(|(s, l)| (s as f64, l))
+        .collect();
     if !eval.is_empty() {
-        line_plot(&dir.join("training_eval_loss.png"), "evaluation loss", "step", &[("eval_loss", eval, RGBColor(200, 60, 40))])?;
+        line_plot(
+            &dir.join("training_eval_loss.png"),
+            "evaluation loss",
+            "step",
+            &[("eval_loss", eval, RGBColor(200, 60, 40))],
+        )?;
     }
     Ok(())
 }

@@ -35,14 +35,41 @@ impl std::fmt::Display for Banner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = &self.plan;
         writeln!(f, "***** Running training *****")?;
-        writeln!(f, "  Num examples = {} (eval {})", self.train_samples, self.eval_samples)?;
+        writeln!(
+            f,
+            "  Num examples = {} (eval {})",
+            self.train_samples, self.eval_samples
+        )?;
         writeln!(f, "  Num epochs = {}", p.epochs)?;
-        writeln!(f, "  Batch size = {} x gradient accumulation {} = {}", p.batch_size, p.grad_accum, p.batch_size * p.grad_accum)?;
-        writeln!(f, "  Micro-batches per epoch = {}, optimizer steps per epoch = {}", p.micro_batches_per_epoch, p.steps_per_epoch)?;
-        writeln!(f, "  Total optimization steps = {} (warm-up {})", p.max_steps, self.warmup_steps)?;
+        writeln!(
+            f,
+            "  Batch size = {} x gradient accumulation {} = {}",
+            p.batch_size,
+            p.grad_accum,
+            p.batch_size * p.grad_accum
+        )?;
+        writeln!(
+            f,
+            "  Micro-batches per epoch = {}, optimizer steps per epoch = {}",
+            p.micro_batches_per_epoch, p.steps_per_epoch
+        )?;
+        writeln!(
+            f,
+            "  Total optimization steps = {} (warm-up {})",
+            p.max_steps, self.warmup_steps
+        )?;
         writeln!(f, "  {}", self.trainable_line)?;
-        writeln!(f, "  Training tokens = {} (supervised {}) per epoch", self.train_tokens, self.supervised_tokens)?;
-        write!(f, "  Tokens per trainable parameter = {:.4} over {} epochs", self.tokens_per_param(), p.epochs)
+        writeln!(
+            f,
+            "  Training tokens = {} (supervised {}) per epoch",
+            self.train_tokens, self.supervised_tokens
+        )?;
+        write!(
+            f,
+            "  Tokens per trainable parameter = {:.4} over {} epochs",
+            self.tokens_per_param(),
+            p.epochs
+        )
     }
 }
 
@@ -61,7 +88,10 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "| samples (train/eval) | steps | train time | s/step | train_loss | eval_loss | tokens/s |")?;
+        writeln!(
+            f,
+            "| samples (train/eval) | steps | train time | s/step | train_loss | eval_loss | tokens/s |"
+        )?;
         writeln!(f, "|---|---|---|---|---|---|---|")?;
         write!(
             f,
@@ -72,7 +102,8 @@ impl std::fmt::Display for Summary {
             self.train_runtime,
             self.seconds_per_step,
             self.train_loss,
-            self.eval_loss.map_or("-".to_string(), |e| format!("{e:.4}")),
+            self.eval_loss
+                .map_or("-".to_string(), |e| format!("{e:.4}")),
             self.tokens_per_second
         )
     }
@@ -104,8 +135,10 @@ impl Reporter for Console {
         println!("{banner}");
         let bar = indicatif::ProgressBar::new(banner.plan.max_steps);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         self.bar = Some(bar);
     }
@@ -163,9 +196,9 @@ impl JsonlLog {
             .truncate(!append)
             .open(&path)
             .map_err(|source| TrainError::Io {
-            path: path.clone(),
-            source,
-        })?;
+                path: path.clone(),
+                source,
+            })?;
         Ok(Self { path, file })
     }
 
@@ -176,7 +209,12 @@ impl JsonlLog {
         })
     }
 
-    pub fn write(&mut self, e: &LogEntry, total_steps: u64, elapsed: f64) -> Result<(), TrainError> {
+    pub fn write(
+        &mut self,
+        e: &LogEntry,
+        total_steps: u64,
+        elapsed: f64,
+    ) -> Result<(), TrainError> {
         let mut v = serde_json::to_value(e).map_err(|e| TrainError::Other(e.to_string()))?;
         v["current_steps"] = e.step.into();
         v["total_steps"] = total_steps.into();

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use burn::tensor::{
+    DType, ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend,
+};
 use ember_data::{Batch, Example, Loader, LoaderConfig, Position, SftData};
 use ember_optim::{AdamW, AdamWConfig, LrScheduler, SchedulerArgs, clip_grad_norm};
 use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM, load_pretrained};
@@ -58,12 +60,19 @@ impl<B: AutodiffBackend> Run<B> {
     }
 
     /// As [`Run::load`], with data tokenized elsewhere.
-    pub fn with_data(cfg: &FinetuneConfig, data: SftData, device: &B::Device) -> Result<Self, TrainError> {
+    pub fn with_data(
+        cfg: &FinetuneConfig,
+        data: SftData,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
         if data.train.is_empty() {
             return Err(TrainError::EmptyDataset(cfg.data.dataset.join(",")));
         }
-        let (model_cfg, model) =
-            load_pretrained::<B>(&cfg.model.model_name_or_path, compute_dtype(&cfg.model.dtype), device)?;
+        let (model_cfg, model) = load_pretrained::<B>(
+            &cfg.model.model_name_or_path,
+            compute_dtype(&cfg.model.dtype),
+            device,
+        )?;
         let (model, adapter_cfg) = adapter::attach(model, cfg)?;
         let t = &cfg.train;
         let plan = StepPlan::new(
@@ -181,7 +190,11 @@ impl<B: AutodiffBackend> Run<B> {
         );
         let mut log_file = crate::report::JsonlLog::open(&out_dir, resume_dir.is_some())?;
         if let Some(dir) = &resume_dir {
-            log_file.note(&format!("resumed from {} at step {}", dir.display(), state.global_step))?;
+            log_file.note(&format!(
+                "resumed from {} at step {}",
+                dir.display(),
+                state.global_step
+            ))?;
         }
         let start = Instant::now();
         let start_step = state.global_step;
@@ -208,7 +221,8 @@ impl<B: AutodiffBackend> Run<B> {
                 for (i, b) in batches.iter().enumerate() {
                     // Dropout masks are a function of (seed, epoch, micro-batch): a resumed run and a
                     // recomputed layer draw the same ones.
-                    let micro = (epoch as usize * plan.micro_batches_per_epoch + window.start + i) as u64;
+                    let micro =
+                        (epoch as usize * plan.micro_batches_per_epoch + window.start + i) as u64;
                     ember_lora::set_dropout_seed(&mut model, dropout_seed(t.seed, micro));
                     let (ids, mask, labels) = batch_tensors::<B>(b, &device);
                     // HF divides each micro-batch's summed token loss by the whole window's count.
@@ -234,10 +248,11 @@ impl<B: AutodiffBackend> Run<B> {
                 model = opt.step(lr, model, grads);
                 sched.step();
                 state.global_step = step;
-                state.epoch = epoch as f64 + window.end as f64 / plan.micro_batches_per_epoch as f64;
+                state.epoch =
+                    epoch as f64 + window.end as f64 / plan.micro_batches_per_epoch as f64;
                 ls.loss_since_log += step_loss;
                 ls.total_loss += step_loss;
-                if step % t.logging_steps as u64 == 0 {
+                if step.is_multiple_of(t.logging_steps as u64) {
                     let entry = LogEntry {
                         loss: Some(ls.loss_since_log / (step - ls.last_logged) as f64),
                         grad_norm: Some(grad_norm),
@@ -251,18 +266,30 @@ impl<B: AutodiffBackend> Run<B> {
                     reporter.log(&entry);
                     state.log_history.push(entry);
                 }
-                reporter.step(step, plan.max_steps, start.elapsed().as_secs_f64() / (step - start_step) as f64);
+                reporter.step(
+                    step,
+                    plan.max_steps,
+                    start.elapsed().as_secs_f64() / (step - start_step) as f64,
+                );
                 let epoch_end = w + 1 == windows.len();
                 let eval_now = match cfg.eval.eval_strategy {
                     Strategy::No => false,
-                    Strategy::Steps => cfg.eval.eval_steps.is_some_and(|s| step % s as u64 == 0),
+                    Strategy::Steps => cfg
+                        .eval
+                        .eval_steps
+                        .is_some_and(|s| step.is_multiple_of(s as u64)),
                     Strategy::Epoch => epoch_end,
                 };
                 if eval_now && !data.eval.is_empty() {
-                    let entry = evaluate_entry(&model, &model_cfg, &cfg, &data, &device, state.epoch, step);
+                    let entry =
+                        evaluate_entry(&model, &model_cfg, &cfg, &data, &device, state.epoch, step);
                     if let Some(m) = entry.eval_loss {
                         let better = state.best_metric.is_none_or(|b| {
-                            if cfg.output.greater_is_better() { m > b } else { m < b }
+                            if cfg.output.greater_is_better() {
+                                m > b
+                            } else {
+                                m < b
+                            }
                         });
                         if better && m.is_finite() {
                             state.best_metric = Some(m);
@@ -275,13 +302,18 @@ impl<B: AutodiffBackend> Run<B> {
                 }
                 let save_now = match cfg.output.save_strategy {
                     Strategy::No => false,
-                    Strategy::Steps => step % cfg.output.save_steps as u64 == 0 || step == plan.max_steps,
+                    Strategy::Steps => {
+                        step.is_multiple_of(cfg.output.save_steps as u64) || step == plan.max_steps
+                    }
                     Strategy::Epoch => epoch_end || step == plan.max_steps,
                 };
                 if save_now {
                     if state.best_global_step == Some(step) {
-                        state.best_model_checkpoint =
-                            Some(checkpoint::checkpoint_dir(&out_dir, step).display().to_string());
+                        state.best_model_checkpoint = Some(
+                            checkpoint::checkpoint_dir(&out_dir, step)
+                                .display()
+                                .to_string(),
+                        );
                     }
                     state.num_input_tokens_seen = ls.tokens_seen;
                     checkpoint::save(&out_dir, &model, &adapter_cfg, &opt, &sched, &state, &ls)?;
@@ -296,19 +328,21 @@ impl<B: AutodiffBackend> Run<B> {
         // checkpoint too, from the saved sum).
         let train_loss = ls.total_loss / steps;
         let samples = if t.max_steps > 0 {
-            (plan.max_steps as usize * t.per_device_train_batch_size * t.gradient_accumulation_steps) as f64
+            (plan.max_steps as usize
+                * t.per_device_train_batch_size
+                * t.gradient_accumulation_steps) as f64
         } else {
             data.train.len() as f64 * t.num_train_epochs
         };
-        if cfg.output.load_best_model_at_end {
-            if let Some(best) = state.best_model_checkpoint.clone() {
-                ember_lora::load_peft(&mut model, Path::new(&best))?;
-                log_file.note(&format!(
-                    "loaded the best model from {best} ({} = {:?})",
-                    cfg.output.best_metric_name(),
-                    state.best_metric
-                ))?;
-            }
+        if cfg.output.load_best_model_at_end
+            && let Some(best) = state.best_model_checkpoint.clone()
+        {
+            ember_lora::load_peft(&mut model, Path::new(&best))?;
+            log_file.note(&format!(
+                "loaded the best model from {best} ({} = {:?})",
+                cfg.output.best_metric_name(),
+                state.best_metric
+            ))?;
         }
         let final_entry = LogEntry {
             train_runtime: Some(runtime),
@@ -325,7 +359,15 @@ impl<B: AutodiffBackend> Run<B> {
         adapter::save(&model, &adapter_cfg, &out_dir)?;
         state.save(&out_dir)?;
         let final_eval = (!data.eval.is_empty()).then(|| {
-            eval_loss(&model.valid(), &model_cfg, &data.eval, cfg.eval.per_device_eval_batch_size, data.pad_id, cfg.data.pad_to_multiple_of, &device)
+            eval_loss(
+                &model.valid(),
+                &model_cfg,
+                &data.eval,
+                cfg.eval.per_device_eval_batch_size,
+                data.pad_id,
+                cfg.data.pad_to_multiple_of,
+                &device,
+            )
         });
         let mut results = serde_json::json!({
             "epoch": state.epoch,
@@ -338,7 +380,10 @@ impl<B: AutodiffBackend> Run<B> {
         write_json(&out_dir.join("train_results.json"), &results)?;
         if let Some(e) = final_eval {
             results["eval_loss"] = e.into();
-            write_json(&out_dir.join("eval_results.json"), &serde_json::json!({"epoch": state.epoch, "eval_loss": e}))?;
+            write_json(
+                &out_dir.join("eval_results.json"),
+                &serde_json::json!({"epoch": state.epoch, "eval_loss": e}),
+            )?;
         }
         write_json(&out_dir.join("all_results.json"), &results)?;
         if cfg.output.plot_loss {
@@ -393,17 +438,23 @@ pub fn scheduler_args(cfg: &FinetuneConfig) -> Result<SchedulerArgs, TrainError>
 pub fn resume_checkpoint(cfg: &FinetuneConfig) -> Result<Option<PathBuf>, TrainError> {
     match &cfg.train.resume_from_checkpoint {
         None | Some(ResumeFrom::Latest(false)) => Ok(None),
-        Some(ResumeFrom::Latest(true)) => Ok(checkpoint::list(&cfg.output.output_dir).pop().map(|(_, p)| p)),
+        Some(ResumeFrom::Latest(true)) => Ok(checkpoint::list(&cfg.output.output_dir)
+            .pop()
+            .map(|(_, p)| p)),
         Some(ResumeFrom::Path(p)) => match checkpoint::incomplete(p) {
             None => Ok(Some(p.clone())),
-            Some(why) => Err(TrainError::NotACheckpoint { dir: p.clone(), reason: why }),
+            Some(why) => Err(TrainError::NotACheckpoint {
+                dir: p.clone(),
+                reason: why,
+            }),
         },
     }
 }
 
 /// A finished or started run in `dir` is not overwritten silently.
 fn refuse_to_overwrite(dir: &Path) -> Result<(), TrainError> {
-    let has_run = dir.join(crate::state::TRAINER_STATE_FILE).exists() || !checkpoint::list(dir).is_empty();
+    let has_run =
+        dir.join(crate::state::TRAINER_STATE_FILE).exists() || !checkpoint::list(dir).is_empty();
     if has_run {
         return Err(TrainError::OutputExists(dir.to_path_buf()));
     }
@@ -419,7 +470,10 @@ fn clear_previous_run(dir: &Path) -> Result<(), TrainError> {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        let io = |source| TrainError::Io { path: path.clone(), source };
+        let io = |source| TrainError::Io {
+            path: path.clone(),
+            source,
+        };
         if name.starts_with("checkpoint-") || name.starts_with(".tmp-checkpoint-") {
             std::fs::remove_dir_all(&path).map_err(io)?;
         } else if crate::OUTPUT_FILES.contains(&name.as_str()) {
@@ -437,9 +491,16 @@ pub fn dropout_seed(seed: u64, micro_batch: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn non_finite(log: &mut crate::report::JsonlLog, what: &'static str, value: f64, step: u64) -> TrainError {
+fn non_finite(
+    log: &mut crate::report::JsonlLog,
+    what: &'static str,
+    value: f64,
+    step: u64,
+) -> TrainError {
     // The log says what happened; no checkpoint is written after it, so the last one stays good.
-    let _ = log.note(&format!("non-finite {what} ({value}) at step {step}: training stopped"));
+    let _ = log.note(&format!(
+        "non-finite {what} ({value}) at step {step}: training stopped"
+    ));
     TrainError::NonFinite { what, step }
 }
 
@@ -449,7 +510,8 @@ pub fn batch_tensors<B: Backend>(
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let shape = [b.batch_size, b.seq_len];
-    let t = |v: &Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v.clone(), shape), device);
+    let t =
+        |v: &Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v.clone(), shape), device);
     (t(&b.input_ids), t(&b.attention_mask), t(&b.labels))
 }
 
@@ -464,7 +526,15 @@ fn evaluate_entry<B: AutodiffBackend>(
 ) -> LogEntry {
     let start = Instant::now();
     let bs = cfg.eval.per_device_eval_batch_size;
-    let loss = eval_loss(&model.valid(), model_cfg, &data.eval, bs, data.pad_id, cfg.data.pad_to_multiple_of, device);
+    let loss = eval_loss(
+        &model.valid(),
+        model_cfg,
+        &data.eval,
+        bs,
+        data.pad_id,
+        cfg.data.pad_to_multiple_of,
+        device,
+    );
     let runtime = start.elapsed().as_secs_f64();
     let n = data.eval.len() as f64;
     LogEntry {

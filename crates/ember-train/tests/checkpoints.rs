@@ -53,7 +53,12 @@ save_steps = 2
         out = out.display(),
     );
     let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("test.toml"), &overrides).expect("config")
+    FinetuneConfig::from_table(
+        text.parse().expect("toml"),
+        Path::new("test.toml"),
+        &overrides,
+    )
+    .expect("config")
 }
 
 fn train(cfg: &FinetuneConfig) -> Result<ember_train::RunOutput, TrainError> {
@@ -63,12 +68,19 @@ fn train(cfg: &FinetuneConfig) -> Result<ember_train::RunOutput, TrainError> {
 fn adapter(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let bytes = std::fs::read(dir.join("adapter_model.safetensors")).expect("adapter");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().to_vec()))
+        .collect()
 }
 
 fn checkpoints(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.retain(|n| n.starts_with("checkpoint-"));
     v.sort();
@@ -83,13 +95,22 @@ fn cut_back_to(dir: &Path, step: u64) {
             std::fs::remove_dir_all(dir.join(&name)).expect("remove");
         }
     }
-    for f in ["adapter_model.safetensors", "adapter_config.json", "trainer_state.json", "all_results.json"] {
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "trainer_state.json",
+        "all_results.json",
+    ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
 }
 
 fn train_loss(state: &TrainerState) -> f64 {
-    state.log_history.last().and_then(|e| e.train_loss).expect("train_loss")
+    state
+        .log_history
+        .last()
+        .and_then(|e| e.train_loss)
+        .expect("train_loss")
 }
 
 #[test]
@@ -97,15 +118,41 @@ fn resumed_run_equals_uninterrupted_run() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let full = train(&config(&a, &[])).expect("uninterrupted run");
-    assert_eq!(checkpoints(&a), ["checkpoint-2", "checkpoint-4", "checkpoint-6", "checkpoint-8", "checkpoint-9"]);
+    assert_eq!(
+        checkpoints(&a),
+        [
+            "checkpoint-2",
+            "checkpoint-4",
+            "checkpoint-6",
+            "checkpoint-8",
+            "checkpoint-9"
+        ]
+    );
     train(&config(&b, &[])).expect("second run");
     for k in [2, 6] {
         cut_back_to(&b, k);
         let resumed = train(&config(&b, &["resume_from_checkpoint=true"])).expect("resumed run");
-        assert_eq!(adapter(&a), adapter(&b), "final adapter after resuming from step {k}");
-        assert_eq!(train_loss(&full.state), train_loss(&resumed.state), "train_loss is the mean over the whole run");
-        let losses = |s: &TrainerState| s.log_history.iter().filter_map(|e| e.loss.map(|l| (e.step, l))).collect::<Vec<_>>();
-        assert_eq!(losses(&full.state), losses(&resumed.state), "log history after resuming from step {k}");
+        assert_eq!(
+            adapter(&a),
+            adapter(&b),
+            "final adapter after resuming from step {k}"
+        );
+        assert_eq!(
+            train_loss(&full.state),
+            train_loss(&resumed.state),
+            "train_loss is the mean over the whole run"
+        );
+        let losses = |s: &TrainerState| {
+            s.log_history
+                .iter()
+                .filter_map(|e| e.loss.map(|l| (e.step, l)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            losses(&full.state),
+            losses(&resumed.state),
+            "log history after resuming from step {k}"
+        );
     }
     // An explicit path works too, and an explicit incomplete directory is refused with the reason.
     cut_back_to(&b, 4);
@@ -114,8 +161,14 @@ fn resumed_run_equals_uninterrupted_run() {
     train(&config(&b, &[&ck_arg])).expect("resume from a path");
     assert_eq!(adapter(&a), adapter(&b));
     std::fs::remove_file(ck.join("optimizer.safetensors")).expect("break the checkpoint");
-    let err = train(&config(&b, &[&ck_arg])).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("cannot resume") && err.contains("optimizer.safetensors"), "{err}");
+    let err = train(&config(&b, &[&ck_arg]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("cannot resume") && err.contains("optimizer.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -124,18 +177,49 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
     let out = tmp.path().join("run");
     train(&config(&out, &["num_train_epochs=1"])).expect("run");
     let before = adapter(&out);
-    let err = train(&config(&out, &["num_train_epochs=1", "resume_from_checkpoint=true", "lora_rank=8"]))
+    let err = train(&config(
+        &out,
+        &[
+            "num_train_epochs=1",
+            "resume_from_checkpoint=true",
+            "lora_rank=8",
+        ],
+    ))
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("different run") && err.contains("lora_rank: checkpoint 4 -> now 8"),
+        "{err}"
+    );
+    let err = train(&config(&out, &["num_train_epochs=1"]))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(err.contains("different run") && err.contains("lora_rank: checkpoint 4 -> now 8"), "{err}");
-    let err = train(&config(&out, &["num_train_epochs=1"])).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("already holds a run") && err.contains("overwrite_output_dir"), "{err}");
-    assert_eq!(before, adapter(&out), "a refused run must not touch the previous outputs");
+    assert!(
+        err.contains("already holds a run") && err.contains("overwrite_output_dir"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        adapter(&out),
+        "a refused run must not touch the previous outputs"
+    );
     // Starting over removes the old run's checkpoints, so a later resume cannot pick them up.
-    train(&config(&out, &["num_train_epochs=3", "overwrite_output_dir=true"])).expect("explicit overwrite");
-    assert_eq!(checkpoints(&out).last().map(String::as_str), Some("checkpoint-9"));
-    train(&config(&out, &["num_train_epochs=1", "overwrite_output_dir=true"])).expect("explicit overwrite");
+    train(&config(
+        &out,
+        &["num_train_epochs=3", "overwrite_output_dir=true"],
+    ))
+    .expect("explicit overwrite");
+    assert_eq!(
+        checkpoints(&out).last().map(String::as_str),
+        Some("checkpoint-9")
+    );
+    train(&config(
+        &out,
+        &["num_train_epochs=1", "overwrite_output_dir=true"],
+    ))
+    .expect("explicit overwrite");
     assert_eq!(checkpoints(&out), ["checkpoint-2", "checkpoint-3"]);
 }
 
@@ -145,15 +229,31 @@ fn save_total_limit_keeps_the_newest_and_the_best() {
     let out = tmp.path().join("run");
     // With greater_is_better the best "eval_loss" is the highest one: the first evaluation, since
     // the loss falls. So the best checkpoint is the oldest, and rotation must keep it.
-    let r = train(&config(&out, &["save_total_limit=2", "greater_is_better=true", "load_best_model_at_end=true"]))
-        .expect("run");
+    let r = train(&config(
+        &out,
+        &[
+            "save_total_limit=2",
+            "greater_is_better=true",
+            "load_best_model_at_end=true",
+        ],
+    ))
+    .expect("run");
     let evals: Vec<(u64, f64)> = r.state.eval_losses();
-    let (best_step, best) = evals.iter().copied().fold((0, f64::MIN), |acc, e| if e.1 > acc.1 { e } else { acc });
+    let (best_step, best) = evals
+        .iter()
+        .copied()
+        .fold((0, f64::MIN), |acc, e| if e.1 > acc.1 { e } else { acc });
     assert_eq!(r.state.best_metric, Some(best));
     assert_eq!(r.state.best_global_step, Some(best_step));
     let best_dir = out.join(format!("checkpoint-{best_step}"));
-    assert_eq!(r.state.best_model_checkpoint.as_deref(), Some(best_dir.display().to_string().as_str()));
-    let mut want = vec![format!("checkpoint-{best_step}"), format!("checkpoint-{}", r.state.global_step)];
+    assert_eq!(
+        r.state.best_model_checkpoint.as_deref(),
+        Some(best_dir.display().to_string().as_str())
+    );
+    let mut want = vec![
+        format!("checkpoint-{best_step}"),
+        format!("checkpoint-{}", r.state.global_step),
+    ];
     want.sort();
     assert_eq!(checkpoints(&out), want);
     // load_best_model_at_end: the final adapter is the best checkpoint's.
@@ -167,18 +267,32 @@ fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     // A huge learning rate sends the adapter to infinity after the first real update.
-    let err = train(&config(&out, &["learning_rate=1e38", "warmup_ratio=0.0", "save_steps=1", "eval_strategy=\"no\""]))
-        .err()
-        .expect("training must stop");
+    let err = train(&config(
+        &out,
+        &[
+            "learning_rate=1e38",
+            "warmup_ratio=0.0",
+            "save_steps=1",
+            "eval_strategy=\"no\"",
+        ],
+    ))
+    .expect_err("training must stop");
     let step = match &err {
         TrainError::NonFinite { step, .. } => *step,
         other => panic!("expected a non-finite error, got {other}"),
     };
     assert!(err.to_string().contains("non-finite"), "{err}");
     let kept = checkpoints(&out);
-    assert_eq!(kept.last().map(String::as_str), Some(format!("checkpoint-{}", step - 1).as_str()), "{kept:?}");
+    assert_eq!(
+        kept.last().map(String::as_str),
+        Some(format!("checkpoint-{}", step - 1).as_str()),
+        "{kept:?}"
+    );
     let log = std::fs::read_to_string(out.join("trainer_log.jsonl")).expect("log");
-    assert!(log.contains(&format!("at step {step}: training stopped")), "{log}");
+    assert!(
+        log.contains(&format!("at step {step}: training stopped")),
+        "{log}"
+    );
 }
 
 /// The child side of the kill test: trains into `EMBER_KILL_TEST_DIR` (run by the parent only).
@@ -187,7 +301,11 @@ fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
 fn child_training_run() {
     if let Ok(dir) = std::env::var("EMBER_KILL_TEST_DIR") {
         let resume = std::env::var("EMBER_KILL_TEST_RESUME").is_ok();
-        let extra: &[&str] = if resume { &["resume_from_checkpoint=true", "overwrite_output_dir=true"] } else { &["overwrite_output_dir=true"] };
+        let extra: &[&str] = if resume {
+            &["resume_from_checkpoint=true", "overwrite_output_dir=true"]
+        } else {
+            &["overwrite_output_dir=true"]
+        };
         train(&config(Path::new(&dir), extra)).expect("child run");
     }
 }
@@ -210,7 +328,10 @@ fn spawn_child(dir: &Path, resume: bool, slow_save_ms: Option<u64>) -> std::proc
 fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -221,13 +342,30 @@ fn killed_runs_resume_to_the_same_adapter() {
     let reference = tmp.path().join("reference");
     train(&config(&reference, &[])).expect("uninterrupted run");
     let want = adapter(&reference);
-    let has = |dir: &Path, prefix: &str| checkpoints_and_tmp(dir).iter().any(|n| n.starts_with(prefix));
+    let has = |dir: &Path, prefix: &str| {
+        checkpoints_and_tmp(dir)
+            .iter()
+            .any(|n| n.starts_with(prefix))
+    };
     // Kill points: right after checkpoint-2 exists; in the middle of writing checkpoint-4 (the
     // writer is slowed down there); and before any checkpoint at all.
-    let cases: Vec<(&str, Option<u64>, Box<dyn Fn(&Path) -> bool>)> = vec![
-        ("after checkpoint-2", None, Box::new(move |d: &Path| has(d, "checkpoint-2"))),
-        ("during the save of checkpoint-4", Some(400), Box::new(move |d: &Path| has(d, ".tmp-checkpoint-4"))),
-        ("before any checkpoint", None, Box::new(|d: &Path| d.join("trainer_log.jsonl").exists())),
+    type KillPoint = Box<dyn Fn(&Path) -> bool>;
+    let cases: Vec<(&str, Option<u64>, KillPoint)> = vec![
+        (
+            "after checkpoint-2",
+            None,
+            Box::new(move |d: &Path| has(d, "checkpoint-2")),
+        ),
+        (
+            "during the save of checkpoint-4",
+            Some(400),
+            Box::new(move |d: &Path| has(d, ".tmp-checkpoint-4")),
+        ),
+        (
+            "before any checkpoint",
+            None,
+            Box::new(|d: &Path| d.join("trainer_log.jsonl").exists()),
+        ),
     ];
     for (i, (label, slow, point)) in cases.into_iter().enumerate() {
         let dir = tmp.path().join(format!("killed-{i}"));
@@ -235,23 +373,40 @@ fn killed_runs_resume_to_the_same_adapter() {
         wait_for(|| point(&dir), label);
         child.kill().expect("SIGKILL");
         let _ = child.wait();
-        assert!(!dir.join("all_results.json").exists(), "{label}: the run finished before the kill");
+        assert!(
+            !dir.join("all_results.json").exists(),
+            "{label}: the run finished before the kill"
+        );
         // Whatever was left is either a complete checkpoint or a hidden temporary directory.
         for name in checkpoints(&dir) {
             let ck = dir.join(&name);
-            for f in ["adapter_model.safetensors", "optimizer.safetensors", "scheduler.json", "trainer_state.json", "ember_state.json"] {
+            for f in [
+                "adapter_model.safetensors",
+                "optimizer.safetensors",
+                "scheduler.json",
+                "trainer_state.json",
+                "ember_state.json",
+            ] {
                 assert!(ck.join(f).is_file(), "{label}: {name} lacks {f}");
             }
         }
         let mut resumed = spawn_child(&dir, true, None);
         let status = resumed.wait().expect("resumed child");
         assert!(status.success(), "{label}: the resumed run failed");
-        assert_eq!(adapter(&dir), want, "{label}: resumed adapter differs from the uninterrupted run");
+        assert_eq!(
+            adapter(&dir),
+            want,
+            "{label}: resumed adapter differs from the uninterrupted run"
+        );
     }
 }
 
 fn checkpoints_and_tmp(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }

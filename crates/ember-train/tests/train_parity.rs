@@ -25,7 +25,11 @@ fn examples(v: &serde_json::Value) -> Vec<Example> {
         .map(|s| {
             let input_ids: Vec<u32> = serde_json::from_value(s["input_ids"].clone()).expect("ids");
             let labels: Vec<i32> = serde_json::from_value(s["labels"].clone()).expect("labels");
-            Example { full_len: input_ids.len(), input_ids, labels }
+            Example {
+                full_len: input_ids.len(),
+                input_ids,
+                labels,
+            }
         })
         .collect()
 }
@@ -36,7 +40,11 @@ fn reference_data() -> SftData {
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let (train, eval) = (examples(&v["train"]), examples(&v["eval"]));
     SftData {
-        stats: SftStats { train: DataStats::of(&train), eval: Some(DataStats::of(&eval)), ..Default::default() },
+        stats: SftStats {
+            train: DataStats::of(&train),
+            eval: Some(DataStats::of(&eval)),
+            ..Default::default()
+        },
         train,
         eval,
         pad_id: 0,
@@ -83,7 +91,8 @@ save_strategy = "no"
         out = out.display(),
         data = root().join("fixtures/demo").display(),
     );
-    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("test.toml"), &[]).expect("config")
+    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("test.toml"), &[])
+        .expect("config")
 }
 
 fn read_adapter(path: &Path) -> BTreeMap<String, Vec<f32>> {
@@ -92,7 +101,11 @@ fn read_adapter(path: &Path) -> BTreeMap<String, Vec<f32>> {
     st.tensors()
         .into_iter()
         .map(|(name, v)| {
-            let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             (name, data)
         })
         .collect()
@@ -107,7 +120,10 @@ impl BackendOp for Train {
         let cfg = config(out.path());
         let run = Run::<B>::with_data(&cfg, reference_data(), &device).expect("run loads");
         let result = run.train(&mut Silent).expect("training");
-        (result.state.log_history, read_adapter(&out.path().join("adapter_model.safetensors")))
+        (
+            result.state.log_history,
+            read_adapter(&out.path().join("adapter_model.safetensors")),
+        )
     }
 }
 
@@ -117,7 +133,8 @@ fn rel(a: f64, b: f64) -> f64 {
 
 #[test]
 fn steps_losses_and_adapter_equal_hf_trainer() {
-    let text = std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
+    let text =
+        std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
     let want_adapter = read_adapter(&fixture().join("final_adapter/adapter_model.safetensors"));
@@ -127,25 +144,52 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
     for (backend, (got, adapter)) in runs {
         assert_eq!(got.len(), want.len(), "{backend}: log entries {got:?}");
         for (g, w) in got.iter().zip(&want) {
-            assert_eq!((g.step, g.epoch), (w.step, w.epoch), "{backend}: step/epoch");
+            assert_eq!(
+                (g.step, g.epoch),
+                (w.step, w.epoch),
+                "{backend}: step/epoch"
+            );
             if let Some(wl) = w.loss {
                 let gl = g.loss.expect("loss");
-                assert!(rel(gl, wl) <= 1e-4, "{backend} step {}: loss {gl} vs HF {wl}", w.step);
-                let (gn, wn) = (g.grad_norm.expect("grad_norm"), w.grad_norm.expect("grad_norm"));
-                assert!(rel(gn, wn) <= 1e-4, "{backend} step {}: grad_norm {gn} vs HF {wn}", w.step);
+                assert!(
+                    rel(gl, wl) <= 1e-4,
+                    "{backend} step {}: loss {gl} vs HF {wl}",
+                    w.step
+                );
+                let (gn, wn) = (
+                    g.grad_norm.expect("grad_norm"),
+                    w.grad_norm.expect("grad_norm"),
+                );
+                assert!(
+                    rel(gn, wn) <= 1e-4,
+                    "{backend} step {}: grad_norm {gn} vs HF {wn}",
+                    w.step
+                );
                 let (glr, wlr) = (g.learning_rate.expect("lr"), w.learning_rate.expect("lr"));
-                assert!((glr - wlr).abs() <= 1e-12, "{backend} step {}: lr {glr} vs HF {wlr}", w.step);
+                assert!(
+                    (glr - wlr).abs() <= 1e-12,
+                    "{backend} step {}: lr {glr} vs HF {wlr}",
+                    w.step
+                );
             }
             if let Some(we) = w.eval_loss {
                 let ge = g.eval_loss.expect("eval_loss");
-                assert!(rel(ge, we) <= 1e-4, "{backend} step {}: eval_loss {ge} vs HF {we}", w.step);
+                assert!(
+                    rel(ge, we) <= 1e-4,
+                    "{backend} step {}: eval_loss {ge} vs HF {we}",
+                    w.step
+                );
             }
             if let Some(wt) = w.train_loss {
                 let gt = g.train_loss.expect("train_loss");
                 assert!(rel(gt, wt) <= 1e-4, "{backend}: train_loss {gt} vs HF {wt}");
             }
         }
-        assert_eq!(adapter.keys().collect::<Vec<_>>(), want_adapter.keys().collect::<Vec<_>>(), "{backend}: adapter keys");
+        assert_eq!(
+            adapter.keys().collect::<Vec<_>>(),
+            want_adapter.keys().collect::<Vec<_>>(),
+            "{backend}: adapter keys"
+        );
         let mut worst = 0.0f32;
         for (k, w) in &want_adapter {
             for (a, b) in adapter[k].iter().zip(w) {
@@ -159,14 +203,19 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
     // Backend swapping: every backend gives the same per-step losses.
     for other in &per_backend_losses[1..] {
         for (a, b) in other.iter().zip(&per_backend_losses[0]) {
-            assert!(rel(*a, *b) <= 1e-4, "losses differ between backends: {a} vs {b}");
+            assert!(
+                rel(*a, *b) <= 1e-4,
+                "losses differ between backends: {a} vs {b}"
+            );
         }
     }
 }
 
 #[test]
 fn ember_data_tokenizes_the_reference_samples_identically() {
-    let tok = ember_data::Tokenizer::from_file(root().join("fixtures/tiny/qwen3-tiny/tokenizer.json")).expect("tokenizer");
+    let tok =
+        ember_data::Tokenizer::from_file(root().join("fixtures/tiny/qwen3-tiny/tokenizer.json"))
+            .expect("tokenizer");
     let args: ember_data::DataArgs = toml::from_str(&format!(
         "dataset_dir = \"{}\"\ndataset = \"interview_ko\"\nmax_samples = 18\nval_size = 0.0\n",
         root().join("fixtures/demo").display()
