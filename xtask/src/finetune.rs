@@ -43,10 +43,10 @@ pub fn load_config(config: Option<&Path>, set: &[String]) -> anyhow::Result<Fine
             // The demo's inputs live in the repository; its outputs go under the current directory.
             let root = repo_root();
             for (sec, key) in [("model", "model_name_or_path"), ("data", "dataset_dir")] {
-                if let Some(v) = table.get_mut(sec).and_then(|s| s.get_mut(key)) {
-                    if let Some(rel) = v.as_str() {
-                        *v = toml::Value::String(root.join(rel).display().to_string());
-                    }
+                if let Some(v) = table.get_mut(sec).and_then(|s| s.get_mut(key))
+                    && let Some(rel) = v.as_str()
+                {
+                    *v = toml::Value::String(root.join(rel).display().to_string());
                 }
             }
             Ok(FinetuneConfig::from_table(

@@ -55,7 +55,7 @@ impl BackendOp for Generate {
         }
         let settings = GenerationConfig {
             max_new_tokens: a.max_new_tokens,
-            sampling: (!a.greedy).then(|| Sampling {
+            sampling: (!a.greedy).then_some(Sampling {
                 temperature: a.temperature,
                 top_p: a.top_p,
                 seed: a.seed,
