@@ -11,7 +11,7 @@ use ember_data::SftData;
 use ember_train::config::Strategy;
 use ember_train::report::Reporter;
 use ember_train::trainer::compute_dtype;
-use ember_train::{FinetuneConfig, Run, StepPlan};
+use ember_train::{FinetuneConfig, Run};
 use serde::Serialize;
 
 use crate::StudyError;
@@ -205,22 +205,5 @@ pub fn random_run<B: AutodiffBackend>(
         compute_dtype(&cfg.model.dtype),
         device,
     );
-    let (model, adapter_cfg) = ember_train::adapter::attach(model, cfg)?;
-    let t = &cfg.train;
-    let plan = StepPlan::new(
-        data.train.len(),
-        t.per_device_train_batch_size,
-        t.gradient_accumulation_steps,
-        t.num_train_epochs,
-        t.max_steps,
-    );
-    Ok(Run {
-        cfg: cfg.clone(),
-        model_cfg,
-        model,
-        adapter_cfg,
-        data,
-        plan,
-        device: device.clone(),
-    })
+    Ok(Run::with_model(cfg, model_cfg, model, data, device)?)
 }

@@ -326,18 +326,6 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // An embedded font: plots render the same on machines without system fonts.
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
-    });
-}
-
 /// Lines with point markers, one per series; `log_x` for a logarithmic x axis.
 pub fn plot(
     path: &Path,
@@ -347,7 +335,7 @@ pub fn plot(
     log_x: bool,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<(), StudyError> {
-    register_font();
+    ember_train::plot::register_font();
     let err = |e: String| StudyError::Plot {
         path: path.to_path_buf(),
         message: e,

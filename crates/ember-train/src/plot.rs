@@ -24,7 +24,8 @@ pub fn smooth(values: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn register_font() {
+/// Registers the embedded font plotters draws text with (once per process).
+pub fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // An embedded font: plots render the same on machines without system fonts.

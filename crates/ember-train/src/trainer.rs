@@ -73,6 +73,18 @@ impl<B: AutodiffBackend> Run<B> {
             compute_dtype(&cfg.model.dtype),
             device,
         )?;
+        Self::with_model(cfg, model_cfg, model, data, device)
+    }
+
+    /// As [`Run::with_data`], with the base model built elsewhere (e.g. random weights of the
+    /// config's shape for a calibration): attaches the run's adapter and plans the steps.
+    pub fn with_model(
+        cfg: &FinetuneConfig,
+        model_cfg: Qwen3Config,
+        model: Qwen3ForCausalLM<B>,
+        data: SftData,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
         let (model, adapter_cfg) = adapter::attach(model, cfg)?;
         let t = &cfg.train;
         let plan = StepPlan::new(
