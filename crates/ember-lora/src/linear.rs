@@ -3,7 +3,9 @@
 //!
 //! # Dropout and its mask
 //!
-//! Dropout acts on the adapter input only, and only while autodiff is enabled (training). The mask
+//! Dropout acts on the adapter input only, and only while autodiff is enabled (training) or when
+//! [`LoraLinear::force_dropout`] is set (the first, gradient-free forward of layer recompute runs on
+//! the inner backend but must draw the masks its recomputation will draw). The mask
 //! is drawn on the device by the backend's random generator, re-seeded with the layer's
 //! [`LoraLinear::dropout_seed`] right before the draw. The mask is therefore a function of
 //! `(backend, dropout_seed, input shape)`: running the layer again with the same seed (recomputing
@@ -33,6 +35,8 @@ pub struct LoraLinear<B: Backend> {
     pub dropout: f64,
     /// Seeds the dropout mask (see the module documentation).
     pub dropout_seed: u64,
+    /// Apply dropout even without autodiff (layer recompute's forward on the inner backend).
+    pub force_dropout: bool,
     /// The adapter has been added into `weight` ([`LoraLinear::merge`]); the forward skips it.
     pub merged: bool,
 }
@@ -48,6 +52,7 @@ impl<B: Backend> LoraLinear<B> {
             scaling: 0.0,
             dropout: 0.0,
             dropout_seed: 0,
+            force_dropout: false,
             merged: false,
         }
     }
@@ -152,7 +157,7 @@ impl<B: Backend> LoraLinear<B> {
             let dtype = y.dtype();
             let mut h = x2.cast(a.val().dtype());
             let device = h.device();
-            if self.dropout > 0.0 && B::ad_enabled(&device) {
+            if self.dropout > 0.0 && (self.force_dropout || B::ad_enabled(&device)) {
                 let keep = 1.0 - self.dropout;
                 B::seed(&device, self.dropout_seed);
                 let mask = h.random_like(Distribution::Bernoulli(keep));

@@ -5,12 +5,14 @@
 //!   cross-entropy loss over labels that are not -100.
 //! - [`attention`]: plain and memory-efficient chunked attention (custom autodiff op).
 //! - [`loss`]: chunked head + cross-entropy (custom autodiff op).
+//! - [`backprop`]: one micro-batch's loss and gradients, full graph or with layer recompute.
 //! - [`weights`]: where tensors come from: an HF checkpoint (single or sharded safetensors,
 //!   memory-mapped) or seeded random initialisation.
 //! - [`generate`]: KV-cached greedy and temperature/top-p generation.
 //! - [`pretrained`]: one call to load a model directory.
 
 pub mod attention;
+pub mod backprop;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -21,6 +23,7 @@ pub mod pretrained;
 pub mod weights;
 
 pub use attention::{AttentionImpl, AttnMask};
+pub use backprop::Backprop;
 pub use config::Qwen3Config;
 pub use error::Qwen3Error;
 pub use generate::{Generation, GenerationConfig, Sampling, StopReason};

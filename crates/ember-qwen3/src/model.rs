@@ -271,6 +271,20 @@ impl<B: Backend> DecoderLayer<B> {
         }
     }
 
+    /// The layer's seven projections (where adapters live).
+    pub fn linears_mut(&mut self) -> [&mut LoraLinear<B>; 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut m.gate_proj,
+            &mut m.up_proj,
+            &mut m.down_proj,
+        ]
+    }
+
     /// One pre-norm block. Callable on its own so that a trainer can recompute a layer.
     pub fn forward(
         &self,
@@ -415,19 +429,11 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         cfg: &Qwen3Config,
         mut cache: Option<&mut Vec<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
-        let s = input_ids.dims()[1];
-        let device = input_ids.device();
         let past = cache
             .as_ref()
             .and_then(|c| c.first())
             .map_or(0, |c| c.len());
-        let mut x = self.model.embed_tokens.forward(input_ids);
-        let rope = Rope::new(cfg, past, s, x.dtype(), &device);
-        // Causal plus key padding, never materialised as [seq, keys] (chunks build their rows).
-        let mask = AttnMask::Causal {
-            past,
-            padding: attention_mask.map(|am| am.equal_elem(0)),
-        };
+        let (mut x, rope, mask) = self.layers_input(input_ids, attention_mask, cfg, past);
         if let Some(c) = cache.as_mut() {
             c.resize_with(self.model.layers.len(), LayerCache::default);
         }
@@ -436,6 +442,27 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
             x = layer.forward(x, &rope, mask.clone(), layer_cache);
         }
         self.model.norm.forward(x)
+    }
+
+    /// What the first decoder layer gets: the embeddings `[batch, seq, hidden]`, the RoPE tables of
+    /// positions `past..past+seq` and the attention mask (causal plus key padding, never
+    /// materialised as `[seq, keys]`: chunks build their rows).
+    pub fn layers_input(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        cfg: &Qwen3Config,
+        past: usize,
+    ) -> (Tensor<B, 3>, Rope<B>, AttnMask<B>) {
+        let s = input_ids.dims()[1];
+        let device = input_ids.device();
+        let x = self.model.embed_tokens.forward(input_ids);
+        let rope = Rope::new(cfg, past, s, x.dtype(), &device);
+        let mask = AttnMask::Causal {
+            past,
+            padding: attention_mask.map(|am| am.equal_elem(0)),
+        };
+        (x, rope, mask)
     }
 
     /// The output projection applied to hidden states; logits in f32.
@@ -475,14 +502,16 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         labels: Tensor<B, 2, Int>,
         cfg: &Qwen3Config,
     ) -> LossSum<B> {
+        let hidden = self.forward_hidden(input_ids, attention_mask, cfg, None);
+        self.loss_from_hidden(hidden, labels)
+    }
+
+    /// The loss of [`Qwen3ForCausalLM::forward_loss`] from the final hidden states (after
+    /// `model.norm`), as [`Qwen3ForCausalLM::loss_impl`] says.
+    pub fn loss_from_hidden(&self, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> LossSum<B> {
         match self.loss_impl {
-            LossImpl::Plain => {
-                let logits = self.forward(input_ids, attention_mask, cfg);
-                shifted_cross_entropy(logits, labels)
-            }
-            LossImpl::Chunked { tokens } => {
-                self.forward_loss_chunked(input_ids, attention_mask, labels, cfg, tokens)
-            }
+            LossImpl::Plain => shifted_cross_entropy(self.lm_head(hidden), labels),
+            LossImpl::Chunked { tokens } => self.chunked_loss_from_hidden(hidden, labels, tokens),
         }
     }
 
@@ -497,13 +526,22 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         cfg: &Qwen3Config,
         chunk_tokens: usize,
     ) -> LossSum<B> {
+        let hidden = self.forward_hidden(input_ids, attention_mask, cfg, None);
+        self.chunked_loss_from_hidden(hidden, labels, chunk_tokens)
+    }
+
+    fn chunked_loss_from_hidden(
+        &self,
+        hidden: Tensor<B, 3>,
+        labels: Tensor<B, 2, Int>,
+        chunk_tokens: usize,
+    ) -> LossSum<B> {
         let [b, s] = labels.dims();
         let device = labels.device();
         let host: Vec<i64> = labels.into_data().iter::<i64>().collect();
         let vocab = self.vocab_size();
         let picked = shifted_targets(&host, b, s, vocab);
         let n = picked.rows.len();
-        let hidden = self.forward_hidden(input_ids, attention_mask, cfg, None);
         let count = Tensor::<B, 1>::from_data(TensorData::new(vec![n as f32], [1]), &device);
         if n == 0 {
             // Keep the graph (and a zero gradient) as the plain loss does.

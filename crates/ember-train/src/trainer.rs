@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsAccumulator;
 use burn::tensor::{
     DType, ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend,
 };
 use ember_data::{Batch, Example, Loader, LoaderConfig, Position, SftData};
 use ember_optim::{AdamW, AdamWConfig, LrScheduler, SchedulerArgs, clip_grad_norm};
-use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM, load_pretrained};
+use ember_qwen3::{Backprop, Qwen3Config, Qwen3ForCausalLM, load_pretrained};
 
 use crate::checkpoint::{self, Fingerprint, LoopState};
 use crate::config::{FinetuneConfig, ResumeFrom, Strategy};
@@ -212,6 +212,7 @@ impl<B: AutodiffBackend> Run<B> {
         let start_step = state.global_step;
         let start_tokens = ls.tokens_seen;
         let windows = plan.windows();
+        let backprop = Backprop::from_gradient_checkpointing(t.gradient_checkpointing());
         let mut step_index = 0u64;
         'epochs: for epoch in 0..plan.epochs {
             for (w, window) in windows.iter().enumerate() {
@@ -238,12 +239,15 @@ impl<B: AutodiffBackend> Run<B> {
                     ember_lora::set_dropout_seed(&mut model, dropout_seed(t.seed, micro));
                     let (ids, mask, labels) = batch_tensors::<B>(b, &device);
                     // HF divides each micro-batch's summed token loss by the whole window's count.
-                    let loss = model
-                        .forward_loss(ids, Some(mask), labels, &model_cfg)
-                        .sum
-                        .div_scalar(n_items.max(1) as f64);
-                    step_loss = step_loss + loss.clone().inner();
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    let (loss, grads) = model.loss_and_grads(
+                        ids,
+                        Some(mask),
+                        labels,
+                        &model_cfg,
+                        n_items.max(1) as f64,
+                        backprop,
+                    );
+                    step_loss = step_loss + loss;
                     acc.accumulate(&model, grads);
                 }
                 let mut grads = acc.grads();

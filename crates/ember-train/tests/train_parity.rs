@@ -111,13 +111,24 @@ fn read_adapter(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
-struct Train;
+/// One training run of the parity config, with layer recompute on or off; `fresh_dropout: Some(p)`
+/// starts from a fresh adapter with LoRA dropout `p` instead of the fixture's adapter (which brings
+/// its own zero dropout).
+struct Train {
+    recompute: bool,
+    fresh_dropout: Option<f64>,
+}
 
 impl BackendOp for Train {
     type Output = (Vec<LogEntry>, BTreeMap<String, Vec<f32>>);
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let out = tempfile::tempdir().expect("tempdir");
-        let cfg = config(out.path());
+        let mut cfg = config(out.path());
+        cfg.train.gradient_checkpointing = self.recompute;
+        if let Some(p) = self.fresh_dropout {
+            cfg.model.adapter_name_or_path = None;
+            cfg.lora.lora_dropout = p;
+        }
         let run = Run::<B>::with_data(&cfg, reference_data(), &device).expect("run loads");
         let result = run.train(&mut Silent).expect("training");
         (
@@ -138,7 +149,16 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
     let want_adapter = read_adapter(&fixture().join("final_adapter/adapter_model.safetensors"));
-    let runs = for_each_cpu_backend(|| Train);
+    // Layer recompute (the default) and the full-graph backward both match HF.
+    let mut runs = Vec::new();
+    for recompute in [true, false] {
+        for (backend, out) in for_each_cpu_backend(|| Train {
+            recompute,
+            fresh_dropout: None,
+        }) {
+            runs.push((format!("{backend} (recompute {recompute})"), out));
+        }
+    }
     assert!(!runs.is_empty());
     let mut per_backend_losses = Vec::new();
     for (backend, (got, adapter)) in runs {
@@ -208,6 +228,54 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
                 "losses differ between backends: {a} vs {b}"
             );
         }
+    }
+}
+
+/// With LoRA dropout on, layer recompute must replay each micro-batch's masks: the whole run (every
+/// logged loss and grad_norm, the final adapter) equals the full-graph run's.
+#[test]
+fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
+    let runs = |recompute, p| {
+        for_each_cpu_backend(|| Train {
+            recompute,
+            fresh_dropout: Some(p),
+        })
+    };
+    let (full, rec, no_dropout) = (runs(false, 0.1), runs(true, 0.1), runs(true, 0.0));
+    assert!(!full.is_empty());
+    for (((backend, (full, full_adapter)), (_, (rec, rec_adapter))), (_, (plain, _))) in
+        full.into_iter().zip(rec).zip(no_dropout)
+    {
+        assert_eq!(full.len(), rec.len());
+        let close = |p: Option<f64>, q: Option<f64>| match (p, q) {
+            (Some(p), Some(q)) => rel(p, q) <= 1e-6,
+            (p, q) => p.is_none() && q.is_none(),
+        };
+        for (x, y) in full.iter().zip(&rec) {
+            assert!(
+                x.step == y.step
+                    && close(x.loss, y.loss)
+                    && close(x.grad_norm, y.grad_norm)
+                    && close(x.eval_loss, y.eval_loss),
+                "{backend}: full graph {x:?} vs recompute {y:?}"
+            );
+        }
+        let mut worst = 0.0f32;
+        for (k, w) in &full_adapter {
+            for (p, q) in rec_adapter[k].iter().zip(w) {
+                worst = worst.max((p - q).abs());
+            }
+        }
+        println!("{backend}: dropout 0.1, recompute vs full graph: adapter max|diff| {worst:.1e}");
+        assert!(worst <= 1e-6, "{backend}: adapters differ by {worst}");
+        // Dropout acted: the losses differ from a dropout-free run.
+        assert!(
+            plain
+                .iter()
+                .zip(&rec)
+                .any(|(p, r)| matches!((p.loss, r.loss), (Some(p), Some(r)) if rel(p, r) > 1e-4)),
+            "{backend}: dropout 0.1 did not change the losses"
+        );
     }
 }
 
