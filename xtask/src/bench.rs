@@ -8,7 +8,9 @@
 //! dropout 0.05, the 7 projections), AdamW and clipping to 1.0.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -17,7 +19,7 @@ use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_optim::{AdamW, AdamWConfig, clip_grad_norm};
-use ember_qwen3::{AttentionImpl, LossImpl, Qwen3Config, random_model};
+use ember_qwen3::{AttentionImpl, Backprop, LossImpl, Qwen3Config, random_model};
 use serde_json::{Value, json};
 
 const SEVEN: [&str; 7] = [
@@ -93,6 +95,10 @@ pub struct Args {
     batch: usize,
     #[arg(long, default_value_t = 6500)]
     seq: usize,
+    /// Layer recompute on both sides (ember's `Backprop::Recompute`, HF's
+    /// `gradient_checkpointing_enable()`); off by default on CPU, always on for the `gpu` case.
+    #[arg(long)]
+    recompute: bool,
     /// Base weight dtype: f32 | bf16 (adapters, optimizer state and loss stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -116,6 +122,7 @@ struct Case {
     seq: usize,
     steps: usize,
     warmup: usize,
+    recompute: bool,
 }
 
 fn qwen3_06b(layers: usize) -> Value {
@@ -147,6 +154,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 seq: 256,
                 steps: args.steps,
                 warmup: args.warmup,
+                recompute: args.recompute,
             }),
             "q8b1" => out.push(Case {
                 name: "q8b1".into(),
@@ -155,6 +163,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 seq: 256,
                 steps: args.steps,
                 warmup: args.warmup,
+                recompute: args.recompute,
             }),
             "rss" => {
                 for &seq in &args.rss_seq {
@@ -165,6 +174,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                         seq,
                         steps: args.rss_steps,
                         warmup: 0,
+                        recompute: args.recompute,
                     });
                 }
             }
@@ -181,6 +191,8 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                     seq: args.seq,
                     steps: args.steps,
                     warmup: args.warmup,
+                    // 4 x 6,500 tokens of 36 layers only fit with recompute.
+                    recompute: true,
                 });
             }
             other => bail!("unknown case {other}: expected q06b4, q8b1, rss or gpu"),
@@ -267,6 +279,7 @@ impl BackendOp for Step {
         let (batch, seq, steps, warmup) =
             (get("batch")?, get("seq")?, get("steps")?, get("warmup")?);
         let profile = s.get("profile").and_then(Value::as_bool).unwrap_or(false);
+        let recompute = s.get("recompute").and_then(Value::as_bool).unwrap_or(false);
         let cfg_json = s.get("config").context("spec.config")?.to_string();
         let cfg = Qwen3Config::from_json_str(&cfg_json)?;
         let dtype = match s.get("dtype").and_then(Value::as_str).unwrap_or("f32") {
@@ -322,14 +335,33 @@ impl BackendOp for Step {
         for step in 0..warmup + steps {
             ember_lora::set_dropout_seed(&mut model, step as u64);
             let t0 = Instant::now();
-            let out = model.forward_loss(ids.clone(), Some(mask.clone()), ids.clone(), &cfg);
-            let loss = out.sum.div_scalar(n_items);
-            if profile {
-                B::sync(&device).ok();
-                rss_fwd = rss_fwd.max(proc_status_bytes("VmRSS:"));
-            }
-            let t1 = Instant::now();
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (loss, mut grads, t1) = if recompute {
+                // Forward and backward interleave: only the total is timed.
+                let (loss, grads) = model.loss_and_grads(
+                    ids.clone(),
+                    Some(mask.clone()),
+                    ids.clone(),
+                    &cfg,
+                    n_items,
+                    Backprop::Recompute,
+                );
+                (loss, grads, None)
+            } else {
+                // Backprop::FullGraph, with the forward and backward timed apart.
+                let out = model.forward_loss(ids.clone(), Some(mask.clone()), ids.clone(), &cfg);
+                let loss = out.sum.div_scalar(n_items);
+                if profile {
+                    B::sync(&device).ok();
+                    rss_fwd = rss_fwd.max(proc_status_bytes("VmRSS:"));
+                }
+                let t1 = Instant::now();
+                let value = loss.clone().inner();
+                (
+                    value,
+                    GradientsParams::from_grads(loss.backward(), &model),
+                    Some(t1),
+                )
+            };
             if profile {
                 B::sync(&device).ok();
                 rss_bwd = rss_bwd.max(proc_status_bytes("VmRSS:"));
@@ -342,17 +374,24 @@ impl BackendOp for Step {
             let t3 = Instant::now();
             if step >= warmup {
                 times.push((t3 - t0).as_secs_f64());
-                phases.push(json!({
-                    "forward_loss": (t1 - t0).as_secs_f64(),
-                    "backward": (t2 - t1).as_secs_f64(),
-                    "clip_optimizer": (t3 - t2).as_secs_f64(),
-                }));
+                phases.push(match t1 {
+                    Some(t1) => json!({
+                        "forward_loss": (t1 - t0).as_secs_f64(),
+                        "backward": (t2 - t1).as_secs_f64(),
+                        "clip_optimizer": (t3 - t2).as_secs_f64(),
+                    }),
+                    None => json!({
+                        "forward_backward": (t2 - t0).as_secs_f64(),
+                        "clip_optimizer": (t3 - t2).as_secs_f64(),
+                    }),
+                });
             }
         }
         let mut result = json!({
             "impl": "ember",
             "attention": format!("{attention:?}"),
             "loss_impl": format!("{loss_impl:?}"),
+            "recompute": recompute,
             "custom_backward": ember_qwen3::attention::has_custom_backward::<B>(),
             "step_seconds": times,
             "loss": loss_value,
@@ -415,16 +454,33 @@ fn run_ember(args: &Args, case: &Case, threads: usize) -> anyhow::Result<Value> 
         "backend": args.backend.to_string(), "config": case.config, "batch": case.batch,
         "seq": case.seq, "steps": case.steps, "warmup": case.warmup, "attention": args.attention,
         "loss": args.loss, "dtype": args.dtype, "profile": args.profile,
+        "recompute": case.recompute,
     });
     let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let out = threaded(
+    let child = threaded(
         Command::new(exe).args(["bench", "--child", &spec.to_string()]),
         threads,
     )
-    .output()
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
     .context("running the ember child")?;
+    let gpu = matches!(
+        args.backend,
+        BackendChoice::TchCuda(_) | BackendChoice::Cuda(_)
+    );
+    let sampler = gpu.then(|| GpuMemorySampler::start(child.id()));
+    let out = child
+        .wait_with_output()
+        .context("running the ember child")?;
+    let gpu_peak = sampler.and_then(GpuMemorySampler::stop);
     match last_json_line(&out.stdout, RESULT_PREFIX) {
-        Some(v) if out.status.success() => Ok(v),
+        Some(mut v) if out.status.success() => {
+            if let Some(bytes) = gpu_peak {
+                v["peak_gpu_bytes"] = json!(bytes);
+            }
+            Ok(v)
+        }
         _ => bail!(
             "ember child failed ({}): {}",
             out.status,
@@ -435,6 +491,52 @@ fn run_ember(args: &Args, case: &Case, threads: usize) -> anyhow::Result<Value> 
                 .collect::<Vec<_>>()
                 .join("\n")
         ),
+    }
+}
+
+/// Peak GPU memory of one process as `nvidia-smi` reports it (what the process holds on the device,
+/// allocator cache included), sampled every 100 ms from a thread while the process runs. Works for
+/// every GPU backend alike; `None` without `nvidia-smi` or without a sample.
+struct GpuMemorySampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl GpuMemorySampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak: Option<u64> = None;
+            while !flag.load(Ordering::Relaxed) {
+                let out = Command::new("nvidia-smi")
+                    .args([
+                        "--query-compute-apps=pid,used_memory",
+                        "--format=csv,noheader,nounits",
+                    ])
+                    .output()
+                    .ok()?;
+                let mib: u64 = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| {
+                        let (p, m) = l.split_once(',')?;
+                        (p.trim().parse::<u32>().ok()? == pid)
+                            .then(|| m.trim().parse::<u64>().ok())?
+                    })
+                    .sum();
+                if mib > 0 {
+                    peak = Some(peak.unwrap_or(0).max(mib << 20));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            peak
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().ok().flatten()
     }
 }
 
@@ -458,6 +560,12 @@ fn run_hf(args: &Args, py: &PathBuf, case: &Case, threads: usize) -> anyhow::Res
         .args(["--threads", &threads.to_string(), "--attn", &args.hf_attn]);
     if args.profile {
         cmd.arg("--profile");
+    }
+    if case.recompute {
+        cmd.arg("--recompute");
+    }
+    if args.dtype == "bf16" {
+        cmd.args(["--dtype", "bf16"]);
     }
     let out = threaded(&mut cmd, threads)
         .output()
@@ -524,7 +632,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let m = machine();
     println!(
-        "machine: {} ({} cores), {}; {threads} threads; ember on {}, attention {}, loss {}, base {}; HF attn {}",
+        "machine: {} ({} cores), {}; {threads} threads; ember on {}, attention {}, loss {}, base {}, recompute {}; HF attn {}",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["memory"].as_str().unwrap_or("?"),
@@ -532,6 +640,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.attention,
         args.loss,
         args.dtype,
+        args.recompute,
         args.hf_attn
     );
     println!(
@@ -584,6 +693,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ratio.0,
                     ratio.1
                 );
+                if let Some(bytes) = v.get("peak_gpu_bytes").and_then(Value::as_f64) {
+                    println!(
+                        "{:<10} {:<6} peak GPU memory {} (nvidia-smi)",
+                        "",
+                        label,
+                        gib(bytes)
+                    );
+                }
                 if let (Some(f), Some(peak)) = (flops, peak_tflops) {
                     println!(
                         "{:<10} {:<6} MFU {:.1}% of {peak} TFLOP/s",
@@ -603,12 +720,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                             .and_then(Value::as_f64)
                             .map_or(String::from("-"), gib)
                     };
+                    let times = if ph.get("forward_backward").is_some() {
+                        format!("forward+backward (recompute) {:.3}s", f("forward_backward"))
+                    } else {
+                        format!(
+                            "forward+loss {:.3}s, backward {:.3}s",
+                            f("forward_loss"),
+                            f("backward")
+                        )
+                    };
                     println!(
-                        "{:<10} {:<6} forward+loss {:.3}s, backward {:.3}s, clip+AdamW {:.3}s; RSS after model {}, forward {}, backward {}",
+                        "{:<10} {:<6} {times}, clip+AdamW {:.3}s; RSS after model {}, forward {}, backward {}",
                         "",
                         label,
-                        f("forward_loss"),
-                        f("backward"),
                         f("clip_optimizer"),
                         rss("rss_after_model_bytes"),
                         rss("rss_after_forward_bytes"),
@@ -641,6 +765,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let doc = json!({
             "machine": m, "threads": threads, "backend": args.backend.to_string(),
             "attention": args.attention, "loss": args.loss, "dtype": args.dtype,
+            "recompute": args.recompute,
             "steps": args.steps, "warmup": args.warmup, "cases": all,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)

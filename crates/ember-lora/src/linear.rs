@@ -164,7 +164,8 @@ impl<B: Backend> LoraLinear<B> {
                 h = h * mask / keep;
             }
             let delta = h.matmul(a.val().transpose()).matmul(b.val().transpose()) * self.scaling;
-            y = y + delta.cast(dtype);
+            // PEFT adds in the adapter's dtype (torch promotes bf16 + f32 to f32) and rounds once.
+            y = (y.cast(delta.dtype()) + delta).cast(dtype);
         }
         let mut out_dims = dims;
         out_dims[D - 1] = out;

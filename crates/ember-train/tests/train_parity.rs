@@ -101,6 +101,12 @@ fn read_adapter(path: &Path) -> BTreeMap<String, Vec<f32>> {
     st.tensors()
         .into_iter()
         .map(|(name, v)| {
+            assert_eq!(
+                v.dtype(),
+                safetensors::Dtype::F32,
+                "{}: {name} is not f32",
+                path.display()
+            );
             let data: Vec<f32> = v
                 .data()
                 .chunks_exact(4)
@@ -117,6 +123,8 @@ fn read_adapter(path: &Path) -> BTreeMap<String, Vec<f32>> {
 struct Train {
     recompute: bool,
     fresh_dropout: Option<f64>,
+    /// `dtype = "bf16"`, saving a checkpoint per epoch.
+    bf16: bool,
 }
 
 impl BackendOp for Train {
@@ -129,8 +137,19 @@ impl BackendOp for Train {
             cfg.model.adapter_name_or_path = None;
             cfg.lora.lora_dropout = p;
         }
+        if self.bf16 {
+            cfg.model.dtype = "bf16".into();
+            cfg.output.save_strategy = ember_train::config::Strategy::Epoch;
+        }
         let run = Run::<B>::with_data(&cfg, reference_data(), &device).expect("run loads");
         let result = run.train(&mut Silent).expect("training");
+        if self.bf16 {
+            // Adapters and optimizer state stay f32 over a bf16 base.
+            let ck = out.path().join("checkpoint-3");
+            read_adapter(&ck.join("adapter_model.safetensors"));
+            let moments = read_adapter(&ck.join("optimizer.safetensors"));
+            assert!(!moments.is_empty(), "optimizer state saved");
+        }
         (
             result.state.log_history,
             read_adapter(&out.path().join("adapter_model.safetensors")),
@@ -155,6 +174,7 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
         for (backend, out) in for_each_cpu_backend(|| Train {
             recompute,
             fresh_dropout: None,
+            bf16: false,
         }) {
             runs.push((format!("{backend} (recompute {recompute})"), out));
         }
@@ -239,6 +259,7 @@ fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
         for_each_cpu_backend(|| Train {
             recompute,
             fresh_dropout: Some(p),
+            bf16: false,
         })
     };
     let (full, rec, no_dropout) = (runs(false, 0.1), runs(true, 0.1), runs(true, 0.0));
@@ -275,6 +296,38 @@ fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
                 .zip(&rec)
                 .any(|(p, r)| matches!((p.loss, r.loss), (Some(p), Some(r)) if rel(p, r) > 1e-4)),
             "{backend}: dropout 0.1 did not change the losses"
+        );
+    }
+}
+
+/// `dtype = "bf16"`: the run trains with a bf16 base (f32 adapters, optimizer state and loss) and its
+/// per-step losses stay within bf16's rounding of HF's f32 run.
+#[test]
+fn bf16_base_trains_close_to_the_f32_reference() {
+    let text =
+        std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
+    let runs = for_each_cpu_backend(|| Train {
+        recompute: true,
+        fresh_dropout: None,
+        bf16: true,
+    });
+    assert!(!runs.is_empty());
+    for (backend, (got, _)) in runs {
+        assert_eq!(got.len(), want.len());
+        let mut worst = 0.0f64;
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in [(g.loss, w.loss), (g.eval_loss, w.eval_loss)] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    worst = worst.max(rel(a, b));
+                }
+            }
+        }
+        println!("{backend}: bf16 base, losses vs HF f32 within {worst:.1e} (relative)");
+        assert!(
+            worst > 0.0 && worst <= 1e-2,
+            "{backend}: bf16 losses differ from the f32 reference by {worst}"
         );
     }
 }
