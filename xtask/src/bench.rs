@@ -71,8 +71,9 @@ pub struct Args {
     /// ~/.cache/ember/venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// ember's attention: plain | chunked | chunked:ROWS.
-    #[arg(long, default_value = "chunked")]
+    /// ember's attention: fused (libtorch's fused kernel on tch CPU, else chunked) | chunked |
+    /// chunked:ROWS | plain.
+    #[arg(long, default_value = "fused")]
     attention: String,
     /// ember's loss: plain | chunked | chunked:TOKENS.
     #[arg(long, default_value = "chunked")]
@@ -96,9 +97,10 @@ pub struct Args {
     #[arg(long, default_value_t = 6500)]
     seq: usize,
     /// Layer recompute on both sides (ember's `Backprop::Recompute`, HF's
-    /// `gradient_checkpointing_enable()`); off by default on CPU, always on for the `gpu` case.
+    /// `gradient_checkpointing_enable()`): true | false. Default: off for q06b4, q8b1 and rss, on
+    /// for the `gpu` case.
     #[arg(long)]
-    recompute: bool,
+    recompute: Option<bool>,
     /// Base weight dtype: f32 | bf16 (adapters, optimizer state and loss stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -154,7 +156,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 seq: 256,
                 steps: args.steps,
                 warmup: args.warmup,
-                recompute: args.recompute,
+                recompute: args.recompute.unwrap_or(false),
             }),
             "q8b1" => out.push(Case {
                 name: "q8b1".into(),
@@ -163,7 +165,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 seq: 256,
                 steps: args.steps,
                 warmup: args.warmup,
-                recompute: args.recompute,
+                recompute: args.recompute.unwrap_or(false),
             }),
             "rss" => {
                 for &seq in &args.rss_seq {
@@ -174,7 +176,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                         seq,
                         steps: args.rss_steps,
                         warmup: 0,
-                        recompute: args.recompute,
+                        recompute: args.recompute.unwrap_or(false),
                     });
                 }
             }
@@ -192,7 +194,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                     steps: args.steps,
                     warmup: args.warmup,
                     // 4 x 6,500 tokens of 36 layers only fit with recompute.
-                    recompute: true,
+                    recompute: args.recompute.unwrap_or(true),
                 });
             }
             other => bail!("unknown case {other}: expected q06b4, q8b1, rss or gpu"),
@@ -204,11 +206,14 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
 fn parse_attention(s: &str) -> anyhow::Result<AttentionImpl> {
     Ok(match s.split_once(':') {
         None if s == "plain" => AttentionImpl::Plain,
-        None if s == "chunked" => AttentionImpl::default(),
+        None if s == "fused" => AttentionImpl::default(),
+        None if s == "chunked" => AttentionImpl::Chunked {
+            chunk: ember_qwen3::attention::DEFAULT_ATTENTION_CHUNK,
+        },
         Some(("chunked", n)) => AttentionImpl::Chunked {
             chunk: n.parse().context("chunk rows")?,
         },
-        _ => bail!("--attention {s}: expected plain, chunked or chunked:ROWS"),
+        _ => bail!("--attention {s}: expected fused, plain, chunked or chunked:ROWS"),
     })
 }
 
@@ -289,7 +294,7 @@ impl BackendOp for Step {
         let attention = parse_attention(
             s.get("attention")
                 .and_then(Value::as_str)
-                .unwrap_or("chunked"),
+                .unwrap_or("fused"),
         )?;
         let loss_impl = parse_loss(
             s.get("loss").and_then(Value::as_str).unwrap_or("chunked"),
@@ -402,7 +407,10 @@ impl BackendOp for Step {
         });
         if profile {
             result["phases"] = json!(phases);
-            result["rss_after_forward_bytes"] = json!(rss_fwd);
+            if rss_fwd > 0 {
+                // Not measured under recompute: forward and backward interleave.
+                result["rss_after_forward_bytes"] = json!(rss_fwd);
+            }
             result["rss_after_backward_bytes"] = json!(rss_bwd);
         }
         Ok(result)
@@ -640,7 +648,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.attention,
         args.loss,
         args.dtype,
-        args.recompute,
+        args.recompute
+            .map_or("per case".to_string(), |r| r.to_string()),
         args.hf_attn
     );
     println!(

@@ -55,11 +55,14 @@ pub enum AttentionImpl {
     Plain,
     /// Query chunks of `chunk` rows; custom backward that recomputes scores (see module docs).
     Chunked { chunk: usize },
+    /// The backend's own fused kernels where they apply (LibTorch on CPU: torch's flash attention
+    /// forward and backward, see `attention_torch`), else [`AttentionImpl::Chunked`]. The default.
+    Fused { chunk: usize },
 }
 
 impl Default for AttentionImpl {
     fn default() -> Self {
-        AttentionImpl::Chunked {
+        AttentionImpl::Fused {
             chunk: DEFAULT_ATTENTION_CHUNK,
         }
     }
@@ -157,6 +160,14 @@ pub fn attention<B: Backend>(
     match imp {
         AttentionImpl::Plain => plain_attention(q, k, v, mask),
         AttentionImpl::Chunked { chunk } => chunked_attention(q, k, v, mask, chunk.max(1)),
+        AttentionImpl::Fused { chunk } => {
+            #[cfg(feature = "tch")]
+            let (q, k, v) = match crate::attention_torch::try_fused(q, k, v, &mask) {
+                Ok(out) => return out,
+                Err(qkv) => qkv,
+            };
+            chunked_attention(q, k, v, mask, chunk.max(1))
+        }
     }
 }
 
@@ -213,6 +224,24 @@ pub fn chunked_attention<B: Backend>(
         return via_autodiff::<B, burn::backend::Cuda<f32, i32>>(q, k, v, mask, chunk);
     }
     chunked_forward(q, k, v, &mask, chunk).out
+}
+
+/// Whether [`AttentionImpl::Fused`] runs the backend's fused kernel (rather than the chunked op) for
+/// queries `q`, keys `k` and this mask.
+pub fn fused_kernel_applies<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    mask: &AttnMask<B>,
+) -> bool {
+    #[cfg(feature = "tch")]
+    {
+        crate::attention_torch::applies(q, k, mask)
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = (q, k, mask);
+        false
+    }
 }
 
 /// Whether the chunked forms (attention and loss) run as custom autodiff ops with a recomputing

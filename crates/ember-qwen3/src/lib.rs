@@ -12,6 +12,8 @@
 //! - [`pretrained`]: one call to load a model directory.
 
 pub mod attention;
+#[cfg(feature = "tch")]
+mod attention_torch;
 pub mod backprop;
 pub mod config;
 pub mod error;

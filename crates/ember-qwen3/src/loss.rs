@@ -156,11 +156,13 @@ fn ce_forward<B: Backend>(
         let c = i1 - i0;
         let logits = chunk_logits(&hidden, &weight, i0, c);
         let idx = targets.clone().narrow(0, i0, c).reshape([c, 1]);
+        // Ordered so that the chunk's logits are consumed by `exp` and `e` by the division: one
+        // `[c, vocab]` buffer lives at a time where the backend works in place (libtorch does).
+        let picked = logits.clone().gather(1, idx.clone());
         let max = logits.clone().max_dim(1);
-        let e = (logits.clone() - max.clone()).exp();
+        let e = (logits - max.clone()).exp();
         let sum_exp = e.clone().sum_dim(1);
         let lse = sum_exp.clone().log() + max;
-        let picked = logits.gather(1, idx.clone());
         sum = sum + (lse - picked).sum();
         if with_grad {
             let minus_one = Tensor::<B, 2>::full([c, 1], -1.0, (&device, DType::F32));

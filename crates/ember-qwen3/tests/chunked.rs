@@ -59,6 +59,8 @@ enum MaskKind {
     LeftPad(usize),
     /// Causal; row 1 right-padded by `pad`.
     RightPad(usize),
+    /// Causal, no padding.
+    NoPad,
     /// Causal with a cache offset: `past` earlier keys, no padding.
     Past(usize),
     /// A random dense mask with the diagonal open, plus one fully masked row.
@@ -75,14 +77,25 @@ struct Case {
     mask: MaskKind,
 }
 
-/// `(max |out diff|, max |dq diff|, max |dk diff|, max |dv diff|, max |grad|)` of chunked vs plain.
+/// `[max |out diff|, max |dq diff|, max |dk diff|, max |dv diff|]` of an implementation against
+/// the plain one.
+type Diffs = [f32; 4];
+
+/// Chunked vs plain, fused vs plain, the largest gradient, and whether the fused kernel applied.
+struct AttnOutcome {
+    chunked: Diffs,
+    fused: Diffs,
+    scale: f32,
+    fused_applied: bool,
+}
+
 struct AttnParity {
     case: Case,
 }
 
 impl BackendOp for AttnParity {
-    type Output = [f32; 5];
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> [f32; 5] {
+    type Output = AttnOutcome;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> AttnOutcome {
         let Case {
             heads,
             kv_heads,
@@ -106,7 +119,17 @@ impl BackendOp for AttnParity {
         let q = rng.vec(b * heads * seq * dim, 2.0);
         let k = rng.vec(b * kv_heads * keys * dim, 2.0);
         let v = rng.vec(b * kv_heads * keys * dim, 1.0);
-        let upstream = rng.vec(b * heads * seq * dim, 1.0);
+        let mut upstream = rng.vec(b * heads * seq * dim, 1.0);
+        if let MaskKind::RightPad(p) = mask {
+            // Right-padded query rows reach no loss: their upstream gradient is zero in a model
+            // (the fused kernel's causal mask lets them see earlier padding; nothing reads them).
+            for h in 0..heads {
+                for t in seq - p..seq {
+                    let row = ((b - 1) * heads + h) * seq + t;
+                    upstream[row * dim..(row + 1) * dim].fill(0.0);
+                }
+            }
+        }
         let make_mask = || -> AttnMask<B> {
             match mask {
                 MaskKind::LeftPad(p) | MaskKind::RightPad(p) => {
@@ -129,6 +152,10 @@ impl BackendOp for AttnParity {
                 }
                 MaskKind::Past(p) => AttnMask::Causal {
                     past: p,
+                    padding: None,
+                },
+                MaskKind::NoPad => AttnMask::Causal {
+                    past: 0,
                     padding: None,
                 },
                 MaskKind::Dense => {
@@ -159,30 +186,74 @@ impl BackendOp for AttnParity {
             let g = |t: &Tensor<B, 4>| to_vec(t.grad(&grads).expect("gradient"));
             (to_vec(out), g(&q), g(&k), g(&v))
         };
+        // Outputs compared where a model reads them (not on right-padded query rows).
+        let real = |o: &[f32]| -> Vec<f32> {
+            let MaskKind::RightPad(p) = mask else {
+                return o.to_vec();
+            };
+            o.chunks(dim)
+                .enumerate()
+                .filter(|(row, _)| row / (heads * seq) != b - 1 || row % seq < seq - p)
+                .flat_map(|(_, x)| x.iter().copied())
+                .collect()
+        };
         let (o1, q1, k1, v1) = run(AttentionImpl::Plain);
-        let (o2, q2, k2, v2) = run(AttentionImpl::Chunked { chunk });
-        let scale = max_abs(&q1).max(max_abs(&k1)).max(max_abs(&v1));
-        [
-            max_abs_diff(&o1, &o2),
-            max_abs_diff(&q1, &q2),
-            max_abs_diff(&k1, &k2),
-            max_abs_diff(&v1, &v2),
-            scale,
-        ]
+        let diffs = |imp| {
+            let (o2, q2, k2, v2) = run(imp);
+            [
+                max_abs_diff(&real(&o1), &real(&o2)),
+                max_abs_diff(&q1, &q2),
+                max_abs_diff(&k1, &k2),
+                max_abs_diff(&v1, &v2),
+            ]
+        };
+        let probe = tensor::<B, 4>(
+            vec![0.0; b * heads * seq * dim],
+            [b, heads, seq, dim],
+            &device,
+        );
+        let kprobe = tensor::<B, 4>(
+            vec![0.0; b * kv_heads * keys * dim],
+            [b, kv_heads, keys, dim],
+            &device,
+        );
+        AttnOutcome {
+            chunked: diffs(AttentionImpl::Chunked { chunk }),
+            fused: diffs(AttentionImpl::Fused { chunk }),
+            scale: max_abs(&q1).max(max_abs(&k1)).max(max_abs(&v1)),
+            fused_applied: ember_qwen3::attention::fused_kernel_applies(
+                &probe,
+                &kprobe,
+                &make_mask(),
+            ),
+        }
     }
 }
 
 fn check_attention(case: Case) {
     let outs = for_each_cpu_backend(|| AttnParity { case });
     assert!(!outs.is_empty(), "no backend compiled in");
-    for (backend, [o, dq, dk, dv, scale]) in outs {
-        println!(
-            "{case:?} on {backend}: out {o:.1e} dq {dq:.1e} dk {dk:.1e} dv {dv:.1e} (|grad| up to {scale:.2})"
-        );
+    for (backend, r) in outs {
         // A gradient of zero everywhere would make the comparison vacuous.
-        assert!(scale > 0.1, "{case:?} on {backend}: gradients vanish");
-        for (what, d) in [("output", o), ("dq", dq), ("dk", dk), ("dv", dv)] {
-            assert!(d <= TOL, "{case:?} on {backend}: {what} differs by {d}");
+        assert!(r.scale > 0.1, "{case:?} on {backend}: gradients vanish");
+        // The fused kernel is libtorch's (CPU), for causal masks with right padding at most.
+        let fusable = matches!(case.mask, MaskKind::RightPad(_) | MaskKind::NoPad);
+        assert_eq!(
+            r.fused_applied,
+            backend.to_string() == "tch" && fusable,
+            "{case:?} on {backend}: fused kernel applicability"
+        );
+        for (label, [o, dq, dk, dv]) in [("chunked", r.chunked), ("fused", r.fused)] {
+            println!(
+                "{case:?} on {backend}, {label}: out {o:.1e} dq {dq:.1e} dk {dk:.1e} dv {dv:.1e} (|grad| up to {:.2})",
+                r.scale
+            );
+            for (what, d) in [("output", o), ("dq", dq), ("dk", dk), ("dv", dv)] {
+                assert!(
+                    d <= TOL,
+                    "{case:?} on {backend}, {label}: {what} differs by {d}"
+                );
+            }
         }
     }
 }
@@ -218,6 +289,19 @@ fn chunked_attention_equals_plain_with_right_padding_and_mha() {
         dim: 8,
         chunk: 1,
         mask: MaskKind::RightPad(1),
+    });
+}
+
+#[test]
+fn chunked_and_fused_attention_equal_plain_without_padding() {
+    // Qwen3-like head ratio and a sequence longer than the chunk and torch's kernel blocks.
+    check_attention(Case {
+        heads: 8,
+        kv_heads: 2,
+        seq: 67,
+        dim: 16,
+        chunk: 16,
+        mask: MaskKind::NoPad,
     });
 }
 
@@ -419,6 +503,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_, B> {
 /// `(loss rel diff, count equal, max |LoRA grad diff|, max |LoRA grad|, number of grads)`.
 struct ModelParity {
     tied: bool,
+    /// Row 1 padded at the end instead of the start (the fused kernel's case).
+    right_pad: bool,
+    attention: AttentionImpl,
 }
 
 impl BackendOp for ModelParity {
@@ -434,8 +521,9 @@ impl BackendOp for ModelParity {
         let mut mask = vec![1i64; b * s];
         let mut labels = ids.clone();
         for t in 0..3 {
-            mask[s + t] = 0;
-            labels[s + t] = IGNORE_INDEX;
+            let pos = if self.right_pad { s + s - 1 - t } else { s + t };
+            mask[pos] = 0;
+            labels[pos] = IGNORE_INDEX;
         }
         for l in labels.iter_mut().take(4) {
             *l = IGNORE_INDEX;
@@ -469,10 +557,7 @@ impl BackendOp for ModelParity {
             (sum, count, v.out)
         };
         let (s1, c1, g1) = run(AttentionImpl::Plain, LossImpl::Plain);
-        let (s2, c2, g2) = run(
-            AttentionImpl::Chunked { chunk: 5 },
-            LossImpl::Chunked { tokens: 7 },
-        );
+        let (s2, c2, g2) = run(self.attention, LossImpl::Chunked { tokens: 7 });
         assert_eq!(g1.len(), g2.len());
         let flat1: Vec<f32> = g1.concat();
         let flat2: Vec<f32> = g2.concat();
@@ -509,12 +594,23 @@ impl<B: Backend> burn::module::ModuleMapper<B> for Perturb {
 
 #[test]
 fn model_loss_and_lora_gradients_are_the_same_chunked_and_plain() {
-    for tied in [false, true] {
-        let outs = for_each_cpu_backend(|| ModelParity { tied });
+    let cases = [
+        (false, false, AttentionImpl::Chunked { chunk: 5 }),
+        (true, false, AttentionImpl::Chunked { chunk: 5 }),
+        (false, true, AttentionImpl::Chunked { chunk: 5 }),
+        (false, true, AttentionImpl::Fused { chunk: 5 }),
+        (true, true, AttentionImpl::Fused { chunk: 5 }),
+    ];
+    for (tied, right_pad, attention) in cases {
+        let outs = for_each_cpu_backend(|| ModelParity {
+            tied,
+            right_pad,
+            attention,
+        });
         assert!(!outs.is_empty());
         for (backend, (rel, same_count, d, scale, n)) in outs {
             println!(
-                "tied {tied} on {backend}: loss rel {rel:.1e}, {n} LoRA grads differ by {d:.1e} (up to {scale:.2e})"
+                "tied {tied}, right padding {right_pad}, {attention:?} on {backend}: loss rel {rel:.1e}, {n} LoRA grads differ by {d:.1e} (up to {scale:.2e})"
             );
             assert!(same_count);
             assert!(
@@ -543,7 +639,7 @@ impl BackendOp for Defaults {
         let model = random_model::<B>(&cfg, 3, DType::F32, &device);
         assert!(matches!(
             model.attention_impl(),
-            AttentionImpl::Chunked { .. }
+            AttentionImpl::Fused { .. }
         ));
         assert!(matches!(model.loss_impl, LossImpl::Chunked { .. }));
         let ids = Tensor::<B, 2, Int>::from_data(
