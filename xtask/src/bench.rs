@@ -71,9 +71,9 @@ pub struct Args {
     /// ~/.cache/ember/venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// ember's attention: fused (libtorch's fused kernel on tch CPU, else chunked) | chunked |
-    /// chunked:ROWS | plain.
-    #[arg(long, default_value = "fused")]
+    /// ember's attention: chunked | chunked:ROWS | fused (libtorch's fused kernel on tch CPU,
+    /// else chunked) | plain.
+    #[arg(long, default_value = "chunked")]
     attention: String,
     /// ember's loss: plain | chunked | chunked:TOKENS.
     #[arg(long, default_value = "chunked")]
@@ -206,8 +206,8 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
 fn parse_attention(s: &str) -> anyhow::Result<AttentionImpl> {
     Ok(match s.split_once(':') {
         None if s == "plain" => AttentionImpl::Plain,
-        None if s == "fused" => AttentionImpl::default(),
-        None if s == "chunked" => AttentionImpl::Chunked {
+        None if s == "chunked" => AttentionImpl::default(),
+        None if s == "fused" => AttentionImpl::Fused {
             chunk: ember_qwen3::attention::DEFAULT_ATTENTION_CHUNK,
         },
         Some(("chunked", n)) => AttentionImpl::Chunked {
@@ -294,7 +294,7 @@ impl BackendOp for Step {
         let attention = parse_attention(
             s.get("attention")
                 .and_then(Value::as_str)
-                .unwrap_or("fused"),
+                .unwrap_or("chunked"),
         )?;
         let loss_impl = parse_loss(
             s.get("loss").and_then(Value::as_str).unwrap_or("chunked"),

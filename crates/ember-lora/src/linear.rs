@@ -12,11 +12,18 @@
 //! it in the backward pass, for instance) replays exactly the same mask. The caller owns the seeds:
 //! [`crate::set_dropout_seed`] gives every layer of a model a seed derived from one number, and a
 //! training loop must call it with a fresh number for every micro-batch (otherwise every step reuses
-//! the same masks). The backend generator is process-global, so two threads must not run dropout
-//! forwards on the same backend concurrently.
+//! the same masks). The backend generator is process-global: seeding and drawing happen under one
+//! process-wide lock ([`DROPOUT_DRAW`]), so threads training (or testing) concurrently do not
+//! perturb each other's masks; other code drawing from a backend's generator at the same time
+//! still could.
+
+use std::sync::Mutex;
 
 use burn::module::{Module, Param};
 use burn::tensor::{DType, Distribution, Tensor, backend::Backend};
+
+/// Held while a dropout mask is seeded and drawn (the backends' generators are process-global).
+pub static DROPOUT_DRAW: Mutex<()> = Mutex::new(());
 
 /// A linear layer in PyTorch's layout (`weight: [out, in]`) plus an optional adapter.
 ///
@@ -159,8 +166,12 @@ impl<B: Backend> LoraLinear<B> {
             let device = h.device();
             if self.dropout > 0.0 && (self.force_dropout || B::ad_enabled(&device)) {
                 let keep = 1.0 - self.dropout;
-                B::seed(&device, self.dropout_seed);
-                let mask = h.random_like(Distribution::Bernoulli(keep));
+                let mask = {
+                    // Seeding and drawing must not interleave with another thread's draw.
+                    let _draw = DROPOUT_DRAW.lock().unwrap_or_else(|e| e.into_inner());
+                    B::seed(&device, self.dropout_seed);
+                    h.random_like(Distribution::Bernoulli(keep))
+                };
                 h = h * mask / keep;
             }
             let delta = h.matmul(a.val().transpose()).matmul(b.val().transpose()) * self.scaling;

@@ -56,13 +56,14 @@ pub enum AttentionImpl {
     /// Query chunks of `chunk` rows; custom backward that recomputes scores (see module docs).
     Chunked { chunk: usize },
     /// The backend's own fused kernels where they apply (LibTorch on CPU: torch's flash attention
-    /// forward and backward, see `attention_torch`), else [`AttentionImpl::Chunked`]. The default.
+    /// forward and backward, see `attention_torch`), else [`AttentionImpl::Chunked`]. Measured as
+    /// fast as `Chunked` on CPU with slightly more memory (docs/performance.md), so not the default.
     Fused { chunk: usize },
 }
 
 impl Default for AttentionImpl {
     fn default() -> Self {
-        AttentionImpl::Fused {
+        AttentionImpl::Chunked {
             chunk: DEFAULT_ATTENTION_CHUNK,
         }
     }

@@ -71,7 +71,8 @@ fn causal_right_padded<B: Backend>(mask: &AttnMask<B>) -> bool {
                 let pad: Vec<bool> = p.clone().into_data().iter::<bool>().collect();
                 pad.chunks(t.max(1))
                     .take(b)
-                    .all(|row| row.windows(2).all(|w| !(w[0] && !w[1])))
+                    // Once padding starts it continues to the end of the row.
+                    .all(|row| row.windows(2).all(|w| !w[0] || w[1]))
             }
         },
         _ => false,

@@ -10,24 +10,12 @@ use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_qwen3::attention::{AttentionImpl, AttnMask, attention, chunked_forward};
 use ember_qwen3::loss::{LossImpl, chunked_head_cross_entropy, shifted_targets};
-use ember_qwen3::{IGNORE_INDEX, Qwen3Config, random_model, shifted_cross_entropy};
+use ember_qwen3::{IGNORE_INDEX, random_model, shifted_cross_entropy};
+
+mod common;
+use common::{Lcg, Perturb, max_abs, max_abs_diff, tiny_config, to_vec};
 
 const TOL: f32 = 1e-5;
-
-/// A small deterministic pseudo-random stream (no backend RNG, so every backend sees the same data).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
 
 fn tensor<B: Backend, const D: usize>(
     v: Vec<f32>,
@@ -35,22 +23,6 @@ fn tensor<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(v, shape), device)
-}
-
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn max_abs(a: &[f32]) -> f32 {
-    a.iter().fold(0.0, |m, x| m.max(x.abs()))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -472,21 +444,6 @@ fn out_of_vocabulary_labels_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // The whole model: loss and LoRA gradients, chunked vs plain.
 
-fn tiny_config(tied: bool) -> Qwen3Config {
-    let path = if tied {
-        "qwen3-tiny-tied"
-    } else {
-        "qwen3-tiny"
-    };
-    Qwen3Config::from_file(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/tiny")
-            .join(path)
-            .join("config.json"),
-    )
-    .expect("config")
-}
-
 /// Every LoRA gradient, in visiting order.
 struct Grads<'a, B: AutodiffBackend> {
     grads: &'a B::Gradients,
@@ -571,27 +528,6 @@ impl BackendOp for ModelParity {
     }
 }
 
-/// Adds small pseudo-random values to every trainable (LoRA) parameter.
-struct Perturb(Lcg);
-impl<B: Backend> burn::module::ModuleMapper<B> for Perturb {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if !param.val().is_require_grad() {
-            return param;
-        }
-        let (id, t, mapper) = param.consume();
-        let shape = t.dims();
-        let n: usize = shape.iter().product();
-        let device = t.device();
-        let v: Vec<f32> = to_vec(t)
-            .iter()
-            .zip(self.0.vec(n, 0.1))
-            .map(|(x, e)| x + e)
-            .collect();
-        let fresh = Tensor::<B, D>::from_data(TensorData::new(v, shape), &device).require_grad();
-        Param::from_mapped_value(id, fresh, mapper)
-    }
-}
-
 #[test]
 fn model_loss_and_lora_gradients_are_the_same_chunked_and_plain() {
     let cases = [
@@ -639,7 +575,7 @@ impl BackendOp for Defaults {
         let model = random_model::<B>(&cfg, 3, DType::F32, &device);
         assert!(matches!(
             model.attention_impl(),
-            AttentionImpl::Fused { .. }
+            AttentionImpl::Chunked { .. }
         ));
         assert!(matches!(model.loss_impl, LossImpl::Chunked { .. }));
         let ids = Tensor::<B, 2, Int>::from_data(

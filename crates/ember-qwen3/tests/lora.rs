@@ -23,9 +23,8 @@ use ember_qwen3::{
 };
 use safetensors::SafeTensors;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
+mod common;
+use common::{fixtures, max_abs_diff, to_vec};
 
 const SEVEN: [&str; 7] = [
     "q_proj",
@@ -164,10 +163,6 @@ impl Reference {
     }
 }
 
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32")
-}
-
 /// `max |a - b| / max |b|`.
 fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -177,14 +172,6 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max);
     d / b.iter().map(|x| x.abs()).fold(f32::MIN_POSITIVE, f32::max)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Logits of the real (unpadded) tokens: HF leaves padded query rows unspecified.

@@ -1,15 +1,16 @@
 //! Parity with Hugging Face transformers on the tiny fixture models (fixtures/make_reference.py):
 //! logits, losses and greedy generations, on every compiled-in CPU backend.
 
-use std::path::PathBuf;
-
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_qwen3::{GenerationConfig, StopReason, load_pretrained};
 use safetensors::SafeTensors;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny")
+mod common;
+use common::{fixtures, max_abs_diff};
+
+fn tiny() -> std::path::PathBuf {
+    fixtures().join("tiny")
 }
 
 struct Reference {
@@ -19,7 +20,7 @@ struct Reference {
 
 impl Reference {
     fn load() -> Self {
-        let dir = fixtures();
+        let dir = tiny();
         let bytes =
             std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors");
         let json = serde_json::from_str(
@@ -48,14 +49,6 @@ impl Reference {
     }
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 struct LogitsAndLoss {
     model: &'static str,
 }
@@ -73,7 +66,7 @@ impl BackendOp for LogitsAndLoss {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Outcome {
         let r = Reference::load();
         let (cfg, model) =
-            load_pretrained::<B>(fixtures().join(self.model), DType::F32, &device).expect("load");
+            load_pretrained::<B>(tiny().join(self.model), DType::F32, &device).expect("load");
         let (_, ids) = r.tensor("input_ids");
         let (_, mask) = r.tensor("attention_mask");
         let (_, labels) = r.tensor("labels");
@@ -182,7 +175,7 @@ impl BackendOp for Greedy {
         let prompt: Vec<u32> =
             serde_json::from_value(r.model(self.model)["greedy_prompt_ids"].clone()).expect("ids");
         let (cfg, model) =
-            load_pretrained::<B::InnerBackend>(fixtures().join(self.model), DType::F32, &device)
+            load_pretrained::<B::InnerBackend>(tiny().join(self.model), DType::F32, &device)
                 .expect("load");
         let g = model
             .generate(
@@ -232,14 +225,11 @@ impl BackendOp for ShardedEqualsSingle {
         let r = Reference::load();
         let (_, ids) = r.tensor("input_ids");
         let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, &device);
-        let (c1, single) = load_pretrained::<B::InnerBackend>(
-            fixtures().join("qwen3-tiny-tied"),
-            DType::F32,
-            &device,
-        )
-        .expect("single");
+        let (c1, single) =
+            load_pretrained::<B::InnerBackend>(tiny().join("qwen3-tiny-tied"), DType::F32, &device)
+                .expect("single");
         let (c2, sharded) = load_pretrained::<B::InnerBackend>(
-            fixtures().join("qwen3-tiny-tied-sharded"),
+            tiny().join("qwen3-tiny-tied-sharded"),
             DType::F32,
             &device,
         )
@@ -262,7 +252,7 @@ impl BackendOp for ShardedEqualsSingle {
 #[test]
 fn sharded_checkpoint_loads_like_the_single_file() {
     assert!(
-        fixtures()
+        tiny()
             .join("qwen3-tiny-tied-sharded/model.safetensors.index.json")
             .is_file()
     );

@@ -4,28 +4,13 @@
 //! ignored labels, plain and chunked attention/loss, and a trainable (LoRA) head.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
 use ember_lora::{LoraConfig, TargetModules};
-use ember_qwen3::{AttentionImpl, Backprop, IGNORE_INDEX, LossImpl, Qwen3Config, random_model};
+use ember_qwen3::{AttentionImpl, Backprop, IGNORE_INDEX, LossImpl, random_model};
 
-fn tiny_config(tied: bool) -> Qwen3Config {
-    let dir = if tied {
-        "qwen3-tiny-tied"
-    } else {
-        "qwen3-tiny"
-    };
-    let mut cfg = Qwen3Config::from_file(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/tiny")
-            .join(dir)
-            .join("config.json"),
-    )
-    .expect("config");
-    // Three layers: a last one, a middle one (input gradient in and out) and the first.
-    cfg.num_hidden_layers = 3;
-    cfg
-}
+mod common;
+use common::{Lcg, Perturb, max_abs, max_abs_diff, tiny_config};
 
 /// Gradients of all trainable parameters, in visiting order, from a `GradientsParams`.
 struct Collect<'a> {
@@ -42,32 +27,6 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
                 .unwrap_or_default();
             self.out.push(g);
         }
-    }
-}
-
-/// Adds small deterministic values to every trainable parameter (B factors start at zero).
-struct Perturb(u64);
-impl<B: Backend> burn::module::ModuleMapper<B> for Perturb {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if !param.val().is_require_grad() {
-            return param;
-        }
-        let (id, t, mapper) = param.consume();
-        let shape = t.dims();
-        let device = t.device();
-        let v: Vec<f32> = t
-            .into_data()
-            .iter::<f32>()
-            .map(|x| {
-                self.0 = self
-                    .0
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                x + ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-            })
-            .collect();
-        let fresh = Tensor::<B, D>::from_data(TensorData::new(v, shape), &device).require_grad();
-        Param::from_mapped_value(id, fresh, mapper)
     }
 }
 
@@ -95,7 +54,9 @@ impl BackendOp for Parity {
             plain,
             lora_head,
         } = self.case;
-        let cfg = tiny_config(tied);
+        let mut cfg = tiny_config(tied);
+        // Three layers: a last one, a middle one (input gradient in and out) and the first.
+        cfg.num_hidden_layers = 3;
         let (b, s) = (2, 11);
         let ids: Vec<i64> = (0..b * s)
             .map(|i| ((i * 37 + 11) % cfg.vocab_size) as i64)
@@ -123,7 +84,7 @@ impl BackendOp for Parity {
             ..LoraConfig::default()
         };
         ember_lora::apply_lora(&mut model, &lora, 1).expect("lora");
-        model = model.map(&mut Perturb(3));
+        model = model.map(&mut Perturb(Lcg(3)));
         ember_lora::set_dropout_seed(&mut model, 1234);
         if plain {
             model.set_attention(AttentionImpl::Plain);
@@ -151,18 +112,6 @@ impl BackendOp for Parity {
 
 fn flat(g: &[Vec<f32>]) -> Vec<f32> {
     g.concat()
-}
-
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Runs a case on every backend; returns the full-graph gradients per backend.
