@@ -31,6 +31,9 @@ pub struct MemoryInputs {
     /// Bytes the process or device holds before the model: the measured resident size of the
     /// planning process on CPU, an assumed context size on a GPU.
     pub runtime_bytes: u64,
+    /// Layer recompute (`gradient_checkpointing`): the backward keeps each layer's input and one
+    /// layer's activations at a time.
+    pub recompute: bool,
 }
 
 /// The estimate, by part, with ember's memory features (chunked attention and chunked
@@ -75,9 +78,15 @@ pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
     let q = heads * c.head_dim as u64;
     let weights = inputs.base_params * e;
     let adapter = inputs.trainable_params * ADAPTER_BYTES_PER_PARAM;
-    // Every layer's kept tensors, the embedding output and the final norm.
-    let layer_activations =
-        tokens * (layers * layer_elements_per_token(c, inputs.lora_rank) + 2 * h) * e;
+    // Every layer's kept tensors (with recompute: every layer's input and one layer's kept
+    // tensors), the embedding output and the final norm.
+    let per_layer = layer_elements_per_token(c, inputs.lora_rank);
+    let kept = if inputs.recompute {
+        layers * h + per_layer
+    } else {
+        layers * per_layer
+    };
+    let layer_activations = tokens * (kept + 2 * h) * e;
     // Chunked: max and sum per row and head (f32) in every layer; scores, probabilities and
     // their gradient of one chunk of query rows (f32) at a time.
     let chunk = (ember_qwen3::attention::DEFAULT_ATTENTION_CHUNK as u64).min(len);
@@ -197,6 +206,7 @@ mod tests {
                 batch_size: 4,
                 padded_len: 6504,
                 runtime_bytes: 0,
+                recompute: false,
             },
         );
         assert_eq!(m.weights, 8_190_735_360 * 2);
@@ -208,6 +218,20 @@ mod tests {
         );
         // Plain attention keeps two f32 [heads, len] rows per token and layer.
         assert!(m.attention_plain > 4 * 6504 * 36 * 32 * 2 * 6504 * 4);
+        // Recompute keeps 36 layer inputs plus one layer's activations instead of 36 layers'.
+        let r = estimate(
+            &c,
+            MemoryInputs {
+                recompute: true,
+                ..m.inputs.clone()
+            },
+        );
+        let tokens = 4 * 6504;
+        let per_layer = layer_elements_per_token(&c, 16);
+        assert_eq!(
+            m.layer_activations - r.layer_activations,
+            tokens * (35 * per_layer - 36 * 4096) * 2
+        );
         assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -238,6 +238,7 @@ pub fn plan_with_data(
             batch_size: t.per_device_train_batch_size.min(data.train.len()),
             padded_len: pad_to(longest, cfg.data.pad_to_multiple_of),
             runtime_bytes,
+            recompute: t.gradient_checkpointing(),
         },
     );
     Ok(Plan {
