@@ -133,7 +133,8 @@ impl<B: Backend> AttnMask<B> {
         }
     }
 
-    fn map_bool<B2: Backend>(
+    /// The same mask with its tensors mapped (e.g. to or from an inner backend).
+    pub fn map_bool<B2: Backend>(
         self,
         f: impl Fn(Tensor<B, 2, Bool>) -> Tensor<B2, 2, Bool>,
         g: impl Fn(Tensor<B, 4, Bool>) -> Tensor<B2, 4, Bool>,

@@ -24,7 +24,6 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 
-use crate::attention::AttnMask;
 use crate::config::Qwen3Config;
 use crate::model::{Qwen3ForCausalLM, Rope};
 
@@ -92,7 +91,7 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
             cos: rope.cos.clone().inner(),
             sin: rope.sin.clone().inner(),
         };
-        let mask_inner = inner_mask(&mask);
+        let mask_inner = mask.clone().map_bool(|t| t.inner(), |t| t.inner());
 
         // 1. Gradient-free forward, keeping each layer's input.
         let mut x = x.inner();
@@ -137,16 +136,5 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
             acc.accumulate(self, GradientsParams::from_module(&mut grads, layer));
         }
         (value, acc.grads())
-    }
-}
-
-/// The same mask on the inner backend.
-fn inner_mask<B: AutodiffBackend>(mask: &AttnMask<B>) -> AttnMask<B::InnerBackend> {
-    match mask {
-        AttnMask::Causal { past, padding } => AttnMask::Causal {
-            past: *past,
-            padding: padding.clone().map(|p| p.inner()),
-        },
-        AttnMask::Dense(m) => AttnMask::Dense(m.clone().inner()),
     }
 }
