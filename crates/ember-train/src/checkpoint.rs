@@ -23,8 +23,8 @@ pub const LOOP_STATE_FILE: &str = "ember_state.json";
 
 /// The files a checkpoint must hold to be resumable.
 pub const REQUIRED_FILES: [&str; 7] = [
-    "adapter_model.safetensors",
-    "adapter_config.json",
+    ember_lora::peft::ADAPTER_WEIGHTS,
+    ember_lora::peft::ADAPTER_CONFIG,
     ember_optim::OPTIMIZER_TENSORS_FILE,
     ember_optim::OPTIMIZER_JSON_FILE,
     ember_optim::SCHEDULER_JSON_FILE,

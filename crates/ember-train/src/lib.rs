@@ -49,15 +49,15 @@ pub mod trainer;
 
 /// The files a finished run leaves in `output_dir` (besides `checkpoint-N/`).
 pub const OUTPUT_FILES: [&str; 9] = [
-    "adapter_model.safetensors",
-    "adapter_config.json",
-    "trainer_state.json",
-    "train_results.json",
-    "eval_results.json",
-    "all_results.json",
-    "trainer_log.jsonl",
-    "training_loss.png",
-    "training_eval_loss.png",
+    ember_lora::peft::ADAPTER_WEIGHTS,
+    ember_lora::peft::ADAPTER_CONFIG,
+    state::TRAINER_STATE_FILE,
+    trainer::TRAIN_RESULTS_FILE,
+    trainer::EVAL_RESULTS_FILE,
+    trainer::ALL_RESULTS_FILE,
+    report::TRAINER_LOG_FILE,
+    plot::LOSS_PLOT_FILE,
+    plot::EVAL_LOSS_PLOT_FILE,
 ];
 
 pub use config::FinetuneConfig;

@@ -8,6 +8,11 @@ use plotters::prelude::*;
 use crate::TrainError;
 use crate::state::TrainerState;
 
+/// The training-loss plot (raw and smoothed) in `output_dir`.
+pub const LOSS_PLOT_FILE: &str = "training_loss.png";
+/// The eval-loss plot, written when the run evaluated.
+pub const EVAL_LOSS_PLOT_FILE: &str = "training_eval_loss.png";
+
 /// LLaMA-Factory's `smooth`: an exponential moving average whose weight grows with the series length.
 pub fn smooth(values: &[f64]) -> Vec<f64> {
     let Some(&first) = values.first() else {
@@ -110,7 +115,7 @@ pub fn plot_losses(state: &TrainerState, dir: &Path) -> Result<(), TrainError> {
     let ys: Vec<f64> = raw.iter().map(|p| p.1).collect();
     let smoothed: Vec<(f64, f64)> = raw.iter().map(|p| p.0).zip(smooth(&ys)).collect();
     line_plot(
-        &dir.join("training_loss.png"),
+        &dir.join(LOSS_PLOT_FILE),
         "training loss",
         "step",
         &[
@@ -125,7 +130,7 @@ pub fn plot_losses(state: &TrainerState, dir: &Path) -> Result<(), TrainError> {
         .collect();
     if !eval.is_empty() {
         line_plot(
-            &dir.join("training_eval_loss.png"),
+            &dir.join(EVAL_LOSS_PLOT_FILE),
             "evaluation loss",
             "step",
             &[("eval_loss", eval, RGBColor(200, 60, 40))],

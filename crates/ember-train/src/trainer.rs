@@ -21,6 +21,11 @@ use crate::report::{Banner, Reporter, Summary};
 use crate::state::{LogEntry, TrainerState, write_json};
 use crate::{TrainError, adapter};
 
+/// HF Trainer's result files in `output_dir`.
+pub const TRAIN_RESULTS_FILE: &str = "train_results.json";
+pub const EVAL_RESULTS_FILE: &str = "eval_results.json";
+pub const ALL_RESULTS_FILE: &str = "all_results.json";
+
 /// What a finished run produced.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
@@ -393,15 +398,15 @@ impl<B: AutodiffBackend> Run<B> {
             "train_samples_per_second": samples / runtime,
             "train_steps_per_second": plan.max_steps as f64 / runtime,
         });
-        write_json(&out_dir.join("train_results.json"), &results)?;
+        write_json(&out_dir.join(TRAIN_RESULTS_FILE), &results)?;
         if let Some(e) = final_eval {
             results["eval_loss"] = e.into();
             write_json(
-                &out_dir.join("eval_results.json"),
+                &out_dir.join(EVAL_RESULTS_FILE),
                 &serde_json::json!({"epoch": state.epoch, "eval_loss": e}),
             )?;
         }
-        write_json(&out_dir.join("all_results.json"), &results)?;
+        write_json(&out_dir.join(ALL_RESULTS_FILE), &results)?;
         if cfg.output.plot_loss {
             crate::plot::plot_losses(&state, &out_dir)?;
         }
