@@ -8,29 +8,21 @@
 //! dropout 0.05, the 7 projections), AdamW and clipping to 1.0.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_optim::{AdamW, AdamWConfig, clip_grad_norm};
 use ember_qwen3::{AttentionImpl, Backprop, LossImpl, Qwen3Config, random_model};
+use ember_train::trainer::compute_dtype;
 use serde_json::{Value, json};
 
-const SEVEN: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
 /// Marks the child's result line among anything else it prints.
 const RESULT_PREFIX: &str = "EMBER_BENCH_RESULT ";
 
@@ -147,6 +139,7 @@ fn qwen3_8b(layers: usize, vocab: usize) -> Value {
 
 fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
     let mut out = Vec::new();
+    let cpu_recompute = args.recompute.unwrap_or(false);
     for name in &args.cases {
         match name.as_str() {
             "q06b4" => out.push(Case {
@@ -156,7 +149,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 seq: 256,
                 steps: args.steps,
                 warmup: args.warmup,
-                recompute: args.recompute.unwrap_or(false),
+                recompute: cpu_recompute,
             }),
             "q8b1" => out.push(Case {
                 name: "q8b1".into(),
@@ -165,7 +158,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                 seq: 256,
                 steps: args.steps,
                 warmup: args.warmup,
-                recompute: args.recompute.unwrap_or(false),
+                recompute: cpu_recompute,
             }),
             "rss" => {
                 for &seq in &args.rss_seq {
@@ -176,7 +169,7 @@ fn cases(args: &Args) -> anyhow::Result<Vec<Case>> {
                         seq,
                         steps: args.rss_steps,
                         warmup: 0,
-                        recompute: args.recompute.unwrap_or(false),
+                        recompute: cpu_recompute,
                     });
                 }
             }
@@ -287,10 +280,7 @@ impl BackendOp for Step {
         let recompute = s.get("recompute").and_then(Value::as_bool).unwrap_or(false);
         let cfg_json = s.get("config").context("spec.config")?.to_string();
         let cfg = Qwen3Config::from_json_str(&cfg_json)?;
-        let dtype = match s.get("dtype").and_then(Value::as_str).unwrap_or("f32") {
-            "bf16" => DType::BF16,
-            _ => DType::F32,
-        };
+        let dtype = compute_dtype(s.get("dtype").and_then(Value::as_str).unwrap_or("f32"));
         let attention = parse_attention(
             s.get("attention")
                 .and_then(Value::as_str)
@@ -309,7 +299,8 @@ impl BackendOp for Step {
             lora_rank: 16,
             lora_alpha: Some(32.0),
             lora_dropout: 0.05,
-            lora_target: TargetModules::Names(SEVEN.iter().map(|s| s.to_string()).collect()),
+            // PEFT's "all-linear": Qwen3's 7 projections (the HF script lists them by name).
+            lora_target: TargetModules::AllLinear,
             ..LoraConfig::default()
         };
         ember_lora::apply_lora(&mut model, &lora, 0)?;
@@ -482,15 +473,20 @@ fn run_ember(args: &Args, case: &Case, threads: usize) -> anyhow::Result<Value> 
         .wait_with_output()
         .context("running the ember child")?;
     let gpu_peak = sampler.and_then(GpuMemorySampler::stop);
-    match last_json_line(&out.stdout, RESULT_PREFIX) {
-        Some(mut v) if out.status.success() => {
-            if let Some(bytes) = gpu_peak {
-                v["peak_gpu_bytes"] = json!(bytes);
-            }
-            Ok(v)
-        }
+    let mut v = result_line(&out, RESULT_PREFIX, "ember child")?;
+    if let Some(bytes) = gpu_peak {
+        v["peak_gpu_bytes"] = json!(bytes);
+    }
+    Ok(v)
+}
+
+/// The JSON result line (after `prefix`) of a finished measuring process, or an error quoting the
+/// end of its stderr.
+fn result_line(out: &Output, prefix: &str, what: &str) -> anyhow::Result<Value> {
+    match last_json_line(&out.stdout, prefix) {
+        Some(v) if out.status.success() => Ok(v),
         _ => bail!(
-            "ember child failed ({}): {}",
+            "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
                 .lines()
@@ -578,19 +574,7 @@ fn run_hf(args: &Args, py: &PathBuf, case: &Case, threads: usize) -> anyhow::Res
     let out = threaded(&mut cmd, threads)
         .output()
         .context("running the HF script")?;
-    match last_json_line(&out.stdout, "") {
-        Some(v) if out.status.success() => Ok(v),
-        _ => bail!(
-            "HF script failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-    }
+    result_line(&out, "", "HF script")
 }
 
 fn mean_step(v: &Value) -> Option<f64> {

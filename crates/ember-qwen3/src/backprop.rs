@@ -120,8 +120,7 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
         drop(grads);
 
         // 3. Each layer again, last to first, with autodiff, fed the gradient of its output.
-        for (i, layer) in layers.iter().enumerate().rev() {
-            let input = inputs.pop().expect("one saved input per layer");
+        for (i, (layer, input)) in layers.iter().zip(inputs).enumerate().rev() {
             let Some(g) = upstream.take() else {
                 break; // nothing below depends on the loss (cannot happen with a real loss)
             };
