@@ -7,7 +7,7 @@ EMBER_VENV="${EMBER_VENV:-$HOME/.cache/ember/venv}"
 if ! "$EMBER_VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.9.0")' 2>/dev/null; then
     echo "ember: installing torch==2.9.0 into $EMBER_VENV (once; a large download)" >&2
     python3 -m venv "$EMBER_VENV" &&
-        "$EMBER_VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.9.0 ||
+        "$EMBER_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir torch==2.9.0 ||
         { echo "ember: could not install torch==2.9.0" >&2; return 1 2>/dev/null || exit 1; }
 fi
 export LIBTORCH_USE_PYTORCH=1
