@@ -22,9 +22,11 @@ use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimi
 use crate::attention::{float_tensor, is_autodiff_of, register, same_type};
 use crate::model::IGNORE_INDEX;
 
-/// Logits per chunk by default (32 Mi floats, 128 MiB in f32): 220 tokens of a 151,936-word
-/// vocabulary, 4,096 tokens of an 8,192-word one.
-pub const DEFAULT_LOSS_CHUNK_LOGITS: usize = 1 << 25;
+/// Logits per chunk by default (64 Mi floats, 256 MiB in f32): 441 tokens of a 151,936-word
+/// vocabulary, 8,192 (the most) of an 8,192-word one. Smaller chunks run the head matmuls slower
+/// (220 tokens: ~20 % slower steps on the q06b4 bench); one chunk's f32 buffer is the loss's
+/// whole extra memory (docs/performance.md).
+pub const DEFAULT_LOSS_CHUNK_LOGITS: usize = 1 << 26;
 
 /// How the model computes its training loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +41,13 @@ impl LossImpl {
     /// Chunked, with chunks of about [`DEFAULT_LOSS_CHUNK_LOGITS`] logits.
     pub fn chunked_for_vocab(vocab: usize) -> Self {
         LossImpl::Chunked {
-            tokens: (DEFAULT_LOSS_CHUNK_LOGITS / vocab.max(1)).clamp(16, 8192),
+            tokens: Self::default_chunk_tokens(vocab),
         }
+    }
+
+    /// Tokens per chunk of [`LossImpl::chunked_for_vocab`].
+    pub fn default_chunk_tokens(vocab: usize) -> usize {
+        (DEFAULT_LOSS_CHUNK_LOGITS / vocab.max(1)).clamp(16, 8192)
     }
 }
 
@@ -155,20 +162,17 @@ fn ce_forward<B: Backend>(
     for (i0, i1) in chunks(n, chunk) {
         let c = i1 - i0;
         let logits = chunk_logits(&hidden, &weight, i0, c);
-        let idx = targets.clone().narrow(0, i0, c).reshape([c, 1]);
-        // Ordered so that the chunk's logits are consumed by `exp` and `e` by the division: one
-        // `[c, vocab]` buffer lives at a time where the backend works in place (libtorch does).
-        let picked = logits.clone().gather(1, idx.clone());
+        let idx = targets.clone().narrow(0, i0, c);
+        // Ordered so that one `[c, vocab]` buffer lives at a time where the backend works in place
+        // on a tensor it owns alone (libtorch does): `sub` and `exp` reuse the logits' buffer.
+        let picked = logits.clone().gather(1, idx.clone().reshape([c, 1]));
         let max = logits.clone().max_dim(1);
         let e = (logits - max.clone()).exp();
         let sum_exp = e.clone().sum_dim(1);
         let lse = sum_exp.clone().log() + max;
         sum = sum + (lse - picked).sum();
         if with_grad {
-            let minus_one = Tensor::<B, 2>::full([c, 1], -1.0, (&device, DType::F32));
-            // d(lse - logit[target]) / d logits = softmax - onehot(target).
-            let dlogits = (e / sum_exp).scatter(1, idx, minus_one, IndexingUpdateOp::Add);
-            grads.push(dlogits.cast(dtype).matmul(weight.clone()));
+            grads.push(hidden_grad(e, sum_exp, &weight, idx, dtype));
         }
     }
     let grad = with_grad.then(|| {
@@ -179,6 +183,34 @@ fn ce_forward<B: Backend>(
         }
     });
     (sum, grad)
+}
+
+/// `(softmax - onehot(target)) @ weight` for one chunk, from `e = exp(logits - max)` and its row
+/// sums, in `dtype`.
+///
+/// In f32 it is `(e @ W) / Σe - W[target]`: the `[c, vocab]` buffer is only read by the matmul, with
+/// no division over it and no scatter (libtorch's scatter copies the whole buffer). The subtraction
+/// cancels where the target's probability is near 1, leaving an error of about one rounding of
+/// |W[target]| per token: ~1e-7 relative in f32 (the HF parity tests hold) but ~2e-3 after a bf16
+/// matmul, so lower precisions take the exact form, rounding `softmax - onehot` (not its parts) to
+/// `dtype` as HF does.
+fn hidden_grad<B: Backend>(
+    e: Tensor<B, 2>,
+    sum_exp: Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    dtype: DType,
+) -> Tensor<B, 2> {
+    if dtype == DType::F32 {
+        let target_rows = weight.clone().select(0, targets);
+        return e.matmul(weight.clone()) / sum_exp - target_rows;
+    }
+    let c = targets.dims()[0];
+    let minus_one = Tensor::<B, 2>::full([c, 1], -1.0, (&e.device(), DType::F32));
+    (e / sum_exp)
+        .scatter(1, targets.reshape([c, 1]), minus_one, IndexingUpdateOp::Add)
+        .cast(dtype)
+        .matmul(weight.clone())
 }
 
 #[derive(Debug, Clone)]

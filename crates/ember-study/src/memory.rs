@@ -95,9 +95,11 @@ pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
     // layer's score gradient.
     let attention_plain =
         tokens * layers * (2 * q * e + 2 * heads * len * 4) + b * heads * len * len * 4;
-    let chunk_tokens =
-        (ember_qwen3::loss::DEFAULT_LOSS_CHUNK_LOGITS as u64 / v.max(1)).clamp(16, 8192);
-    let logits = tokens * (h * e + 4) + chunk_tokens.min(tokens) * v * 4 * 3;
+    // Chunked: the gathered hidden states and their gradient, and one chunk's f32 logits buffer
+    // (twice under bf16, where the exact gradient form divides out of place).
+    let chunk_tokens = ember_qwen3::loss::LossImpl::default_chunk_tokens(v as usize) as u64;
+    let chunk_buffers = if e == 4 { 1 } else { 2 };
+    let logits = tokens * (h * e + 4) + chunk_tokens.min(tokens) * v * 4 * chunk_buffers;
     let logits_plain = tokens * v * 4 * 3;
     let fixed = inputs.runtime_bytes + weights + adapter + layer_activations;
     MemoryEstimate {
