@@ -96,7 +96,8 @@ pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
     let attention_plain =
         tokens * layers * (2 * q * e + 2 * heads * len * 4) + b * heads * len * len * 4;
     // Chunked: the gathered hidden states and their gradient, and one chunk's f32 logits buffer
-    // (twice under bf16, where the exact gradient form divides out of place).
+    // (twice under bf16: the bf16 logits beside their f32 cast, and the exact gradient form's
+    // scatter into a copy).
     let chunk_tokens = ember_qwen3::loss::LossImpl::default_chunk_tokens(v as usize) as u64;
     let chunk_buffers = if e == 4 { 1 } else { 2 };
     let logits = tokens * (h * e + 4) + chunk_tokens.min(tokens) * v * 4 * chunk_buffers;
