@@ -167,7 +167,11 @@ pub fn for_each_cpu_backend<Op: BackendOp>(
 ) -> Vec<(BackendChoice, Op::Output)> {
     cpu_backends()
         .into_iter()
-        .filter_map(|b| run(b, make_op()).ok().map(|out| (b, out)))
+        .map(|b| match run(b, make_op()) {
+            Ok(out) => (b, out),
+            // cpu_backends() lists only compiled-in backends, which `run` always accepts.
+            Err(e) => unreachable!("{e}"),
+        })
         .collect()
 }
 
@@ -226,9 +230,38 @@ mod tests {
     #[test]
     fn runs_generic_code_on_every_cpu_backend() {
         let outs = for_each_cpu_backend(|| Sum);
-        assert_eq!(outs.len(), cpu_backends().len());
+        let ran: Vec<_> = outs.iter().map(|(b, _)| *b).collect();
+        // Each compiled feature's backend ran, computed on its own device: the feature list is
+        // spelled out here, not derived from cpu_backends().
+        let want: Vec<_> = [
+            (cfg!(feature = "flex"), BackendChoice::Flex),
+            (cfg!(feature = "tch"), BackendChoice::TchCpu),
+        ]
+        .into_iter()
+        .filter_map(|(on, b)| on.then_some(b))
+        .collect();
+        assert_eq!(ran, want);
+        assert!(!ran.is_empty(), "no CPU backend compiled in");
         for (b, v) in outs {
             assert_eq!(v, 6.5, "backend {b}");
+        }
+        let names: Vec<String> = ran
+            .iter()
+            .map(|b| run(*b, Name).expect("compiled"))
+            .collect();
+        if cfg!(feature = "tch") {
+            assert!(
+                names.iter().any(|n| n.contains("libtorch")),
+                "libtorch did not run: {names:?}"
+            );
+        }
+    }
+
+    struct Name;
+    impl BackendOp for Name {
+        type Output = String;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> String {
+            B::name(&device)
         }
     }
 

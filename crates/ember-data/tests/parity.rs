@@ -11,8 +11,9 @@ fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data"))
 }
 
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
+/// `../shared` (or `$EMBER_SHARED`) when it has `needs`; otherwise a skip, or a failure in CI.
+fn shared(needs: &[&str]) -> Option<PathBuf> {
+    ember_testing::shared_dir(needs)
 }
 
 fn read_json(path: &Path) -> Value {
@@ -117,17 +118,14 @@ fn small_tokenizer_matches_llamafactory() {
     check_tokenizer("small", &fixtures().join("tokenizer-small.json"));
 }
 
+const QWEN3_TOKENIZER: &str = "tokenizers/qwen3/tokenizer.json";
+
 #[test]
 fn qwen3_tokenizer_matches_llamafactory() {
-    let path = shared().join("tokenizers/qwen3/tokenizer.json");
-    if !path.exists() {
-        println!(
-            "skipped: {} not found (the Qwen3 tokenizer lives in ../shared)",
-            path.display()
-        );
+    let Some(shared) = shared(&[QWEN3_TOKENIZER]) else {
         return;
-    }
-    check_tokenizer("qwen3", &path);
+    };
+    check_tokenizer("qwen3", &shared.join(QWEN3_TOKENIZER));
 }
 
 #[test]
@@ -168,11 +166,10 @@ fn digest(examples: &[Example]) -> String {
 /// chatbot CSV) with the Qwen3 tokenizer: counts and digests of LLaMA-Factory's output.
 #[test]
 fn shared_datasets_match_llamafactory() {
-    let tok_path = shared().join("tokenizers/qwen3/tokenizer.json");
-    if !tok_path.exists() || !shared().join("data/sft").exists() {
-        println!("skipped: ../shared (Qwen3 tokenizer and data/sft) not found");
+    let Some(shared) = shared(&[QWEN3_TOKENIZER, "data/sft"]) else {
         return;
-    }
+    };
+    let tok_path = shared.join(QWEN3_TOKENIZER);
     let reference = read_json(&fixtures().join("reference.json"));
     let cases = reference["shared"]
         .as_object()
@@ -180,8 +177,9 @@ fn shared_datasets_match_llamafactory() {
     let tok = Tokenizer::from_file(&tok_path).unwrap();
     for (name, case) in cases {
         let mut args: DataArgs = serde_json::from_value(case["args"].clone()).unwrap();
-        args.dataset_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .join(case["dataset_dir"].as_str().unwrap());
+        // reference.json names `../shared/...` as the reference script saw it.
+        let dir = case["dataset_dir"].as_str().unwrap();
+        args.dataset_dir = shared.join(dir.strip_prefix("../shared/").unwrap_or(dir));
         if !case["dataset_info"].is_null() {
             args.dataset_info = serde_json::from_value(case["dataset_info"].clone()).unwrap();
         }

@@ -289,7 +289,7 @@ fn stats_describe_the_examples() {
         (s.p50_len, s.p95_len, s.max_len, s.truncated),
         (20, 40, 40, 0)
     );
-    assert!((s.mean_len - 25.0).abs() < 1e-9);
+    assert!(ember_testing::max_abs_diff(&[s.mean_len], &[25.0]) < 1e-9);
 
     let cut = load(&DataArgs {
         cutoff_len: 40,

@@ -5,12 +5,13 @@
 
 use std::path::PathBuf;
 
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_eval::sources::ModelSpec;
 use ember_eval::{
     Encoder, EvalOptions, EvalReport, PeftAdapterLoader, Prepared, Strategy, evaluate, load_scorer,
     prepare, select,
 };
+use ember_testing::{for_each_backend, max_abs_diff};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -130,14 +131,14 @@ fn assert_matches(report: &EvalReport, expected: &Value, at: &str) {
             let lls: Vec<f64> = serde_json::from_value(ed["lls"].clone()).expect("lls");
             let greedy: Vec<bool> =
                 serde_json::from_value(ed["is_greedy"].clone()).expect("is_greedy");
-            for (i, (got, want)) in d.lls.iter().zip(&lls).enumerate() {
-                assert!(
-                    (got - want).abs() <= 1e-4,
-                    "{at} {} doc {} choice {i}: ll {got} vs lm-eval {want}",
-                    t.name,
-                    d.doc
-                );
-            }
+            let diff = max_abs_diff(&d.lls, &lls);
+            assert!(
+                diff <= 1e-4,
+                "{at} {} doc {}: lls {:?} vs lm-eval {lls:?}",
+                t.name,
+                d.doc,
+                d.lls
+            );
             assert_eq!(
                 d.is_greedy, greedy,
                 "{at} {} doc {}: is_greedy",
@@ -166,7 +167,7 @@ fn assert_matches(report: &EvalReport, expected: &Value, at: &str) {
         for (m, v) in &t.metrics {
             let w = want[m].as_f64().unwrap_or(f64::NAN);
             assert!(
-                (v - w).abs() < 1e-12,
+                max_abs_diff(&[*v], &[w]) < 1e-12,
                 "{at} {} {m}: {v} vs lm-eval {w}",
                 t.name
             );
@@ -182,7 +183,7 @@ fn assert_matches(report: &EvalReport, expected: &Value, at: &str) {
             let v = g.metrics.get(m).copied().unwrap_or(f64::NAN);
             let w = w.as_f64().unwrap_or(f64::NAN);
             assert!(
-                (v - w).abs() < 1e-12,
+                max_abs_diff(&[v], &[w]) < 1e-12,
                 "{at} group {name} {m}: {v} vs lm-eval {w}"
             );
         }
@@ -197,7 +198,7 @@ fn scores_match_lm_eval_on_every_cpu_backend() {
         let p = prepared(k);
         // 700 tokens per forward: several packs, and the truncated BoolQ document alone in one.
         for strategy in [Strategy::Packed { max_tokens: 700 }, Strategy::PerRequest] {
-            let outs = for_each_cpu_backend(|| Score {
+            let outs = for_each_backend(|| Score {
                 prepared: p.clone(),
                 strategy,
                 adapter: None,
@@ -223,7 +224,7 @@ fn scores_with_a_peft_adapter_match_lm_eval() {
         .expect("an adapter run in reference.json");
     let adapter = root().join(expected["adapter"].as_str().expect("adapter path"));
     let p = prepared(0);
-    for (backend, report) in for_each_cpu_backend(|| Score {
+    for (backend, report) in for_each_backend(|| Score {
         prepared: p.clone(),
         strategy: Strategy::Packed { max_tokens: 700 },
         adapter: Some(adapter.clone()),
@@ -238,3 +239,5 @@ fn scores_with_a_peft_adapter_match_lm_eval() {
         "the adapter run must differ from the base run"
     );
 }
+
+ember_testing::backend_coverage_test!();

@@ -1,29 +1,24 @@
-//! Smoke test on the real KoBEST and KMMLU files in `../shared/data` (skipped with a printed
-//! reason when absent): every file parses into the split sizes the sets publish, and a few
+//! Smoke test on the real KoBEST and KMMLU files in `../shared/data` (skipped with its reason on
+//! stderr when absent, a failure in CI): every file parses into the split sizes the sets publish, and a few
 //! documents per task score on the tiny model, the same with and without prefix sharing. Prints
 //! the timing of both strategies. Never writes there.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_eval::data::{Split, load_docs};
 use ember_eval::sources::ModelSpec;
 use ember_eval::{
     Encoder, EvalOptions, EvalReport, NoAdapterLoader, Prepared, Strategy, evaluate, load_scorer,
     prepare, select,
 };
+use ember_testing::for_each_backend;
 
+/// `../shared/data` (or `$EMBER_SHARED/data`) with KoBEST and KMMLU; otherwise a skip, or a
+/// failure in CI.
 fn shared() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
-    let present = dir.join("kobest").is_dir() && dir.join("kmmlu").is_dir();
-    if !present {
-        println!(
-            "skipped: {} has no kobest/ and kmmlu/ folders",
-            dir.display()
-        );
-    }
-    present.then_some(dir)
+    ember_testing::shared_dir(&["data/kobest", "data/kmmlu"]).map(|d| d.join("data"))
 }
 
 fn model_dir() -> PathBuf {
@@ -98,7 +93,7 @@ fn a_few_real_documents_score_the_same_with_prefix_sharing() {
     assert_eq!(prepared.tasks.len(), 6);
     let mut runs = Vec::new();
     for strategy in [Strategy::default(), Strategy::PerRequest] {
-        let outs = for_each_cpu_backend(|| Score {
+        let outs = for_each_backend(|| Score {
             prepared: prepared.clone(),
             strategy,
         });
@@ -113,14 +108,15 @@ fn a_few_real_documents_score_the_same_with_prefix_sharing() {
     for (a, b) in packed.tasks.iter().zip(&single.tasks) {
         assert_eq!(a.samples, 3, "{}", a.name);
         for (da, db) in a.docs.iter().zip(&b.docs) {
-            for (x, y) in da.lls.iter().zip(&db.lls) {
-                assert!(
-                    (x - y).abs() <= 1e-4,
-                    "{} doc {}: {x} vs {y}",
-                    a.name,
-                    da.doc
-                );
-            }
+            let d = ember_testing::max_abs_diff(&da.lls, &db.lls);
+            assert!(
+                d <= 1e-4,
+                "{} doc {}: {:?} vs {:?}",
+                a.name,
+                da.doc,
+                da.lls,
+                db.lls
+            );
             assert_eq!(da.pred, db.pred);
         }
         for v in a.metrics.values() {

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::tensor::{DType, Distribution, ElementConversion, Tensor, TensorData, backend::Backend};
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_key};
 use ember_lora::{
     AdapterConfig, InitLoraWeights, LoraConfig, LoraError, LoraLinear, LoraModel, ParamReport,
     TargetModules, apply_lora, export_merged, load_peft, merge, merge_and_unload, save_peft,
     set_dropout_seed, unmerge,
 };
+use ember_testing::{for_each_backend, max_abs, max_abs_diff};
 
 const IN: usize = 24;
 const HID: usize = 40;
@@ -130,14 +131,6 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().expect("f32")
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn cfg(r: usize, init: InitLoraWeights) -> LoraConfig {
     LoraConfig {
         lora_rank: r,
@@ -157,7 +150,7 @@ macro_rules! on_backends {
                 $body
             }
         }
-        let outs = for_each_cpu_backend(|| $name);
+        let outs = for_each_backend(|| $name);
         assert!(!outs.is_empty(), "no backend compiled in");
     };
 }
@@ -198,7 +191,7 @@ fn init_follows_peft_and_is_the_same_on_every_backend() {
                 .collect()
         }
     }
-    let runs = for_each_cpu_backend(|| Init(InitLoraWeights::Kaiming, 7));
+    let runs = for_each_backend(|| Init(InitLoraWeights::Kaiming, 7));
     for (backend, layers) in &runs {
         assert_eq!(
             layers, &runs[0].1,
@@ -209,36 +202,36 @@ fn init_follows_peft_and_is_the_same_on_every_backend() {
             let inp = if path.ends_with("up") { IN } else { HID };
             let bound = 1.0 / (inp as f32).sqrt();
             assert!(
-                a.iter().all(|x| x.abs() <= bound),
+                max_abs(a) <= f64::from(bound),
                 "{path}: A outside U(-1/sqrt(in), 1/sqrt(in))"
             );
             assert!(
-                a.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.9 * bound,
+                max_abs(a) > 0.9 * f64::from(bound),
                 "{path}: A does not fill its range"
             );
             assert!(b.iter().all(|x| *x == 0.0), "{path}: B must start at zero");
         }
     }
-    let other = for_each_cpu_backend(|| Init(InitLoraWeights::Kaiming, 8));
+    let other = for_each_backend(|| Init(InitLoraWeights::Kaiming, 8));
     assert_ne!(other[0].1[0].1, runs[0].1[0].1, "the seed must matter");
     assert_ne!(
         runs[0].1[0].1, runs[0].1[2].1,
         "layers must get different values"
     );
 
-    for (_, layers) in for_each_cpu_backend(|| Init(InitLoraWeights::Gaussian, 7)) {
+    for (_, layers) in for_each_backend(|| Init(InitLoraWeights::Gaussian, 7)) {
         let a: Vec<f32> = layers.iter().flat_map(|l| l.1.clone()).collect();
         let std = (a.iter().map(|x| (x * x) as f64).sum::<f64>() / a.len() as f64).sqrt();
         assert!(
-            (std - 0.25).abs() < 0.025,
+            max_abs_diff(&[std], &[0.25]) < 0.025,
             "gaussian A std {std}, PEFT uses 1/r = 0.25"
         );
         assert!(layers.iter().all(|l| l.2.iter().all(|x| *x == 0.0)));
     }
-    for (_, layers) in for_each_cpu_backend(|| Init(InitLoraWeights::Random, 7)) {
+    for (_, layers) in for_each_backend(|| Init(InitLoraWeights::Random, 7)) {
         for (_, _, b) in layers {
             assert!(
-                b.iter().all(|x| x.abs() <= 0.5) && b.iter().any(|x| x.abs() > 0.1),
+                max_abs(&b) <= 0.5 && b.iter().any(|x| x.abs() > 0.1),
                 "B ~ U(-1/sqrt(r), 1/sqrt(r))"
             );
         }
@@ -285,7 +278,7 @@ fn forward_adds_the_scaled_adapter_and_keeps_it_f32_on_a_bf16_base() {
             }
             let want: Vec<f32> = want.into_iter().map(|v| v as f32).collect();
             let tol = if dtype == DType::F32 { 1e-4 } else { 0.1 };
-            let d = max_diff(&to_vec(y), &want);
+            let d = max_abs_diff(&to_vec(y), &want);
             assert!(
                 d <= tol,
                 "{dtype:?}: forward differs from x Wᵀ + b + s B A x by {d}"
@@ -356,17 +349,17 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         set_dropout_seed(&mut m, 12);
         let other = to_vec(m.forward(x.clone()));
         assert!(
-            max_diff(&first, &other) > 1e-3,
+            max_abs_diff(&first, &other) > 1e-3,
             "another seed must draw other masks"
         );
         assert!(
-            max_diff(&first, &no_dropout) > 1e-3,
+            max_abs_diff(&first, &no_dropout) > 1e-3,
             "dropout had no effect in training"
         );
         // Inference (no autodiff): no dropout.
         let inference = to_vec(m.valid().forward(input::<B::InnerBackend>(&device)));
         assert!(
-            max_diff(&inference, &no_dropout) < 1e-5,
+            max_abs_diff(&inference, &no_dropout) < 1e-5,
             "dropout applied outside training"
         );
         // With B = 0 the adapter adds nothing, so dropout on its input must change nothing.
@@ -378,7 +371,7 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         let mut base = Toy::<B>::new(DType::F32, &device);
         base.lm_head = m.lm_head.clone();
         assert!(
-            max_diff(&to_vec(m.forward(x.clone())), &to_vec(base.forward(x))) < 1e-6,
+            max_abs_diff(&to_vec(m.forward(x.clone())), &to_vec(base.forward(x))) < 1e-6,
             "dropout reached the base path"
         );
     });
@@ -395,27 +388,27 @@ fn merge_unmerge_and_unload_keep_the_function() {
         merge(&mut m);
         assert!(m.layers[0].up.merged);
         assert!(
-            max_diff(&to_vec(m.layers[0].up.weight.val()), &w0) > 1e-3,
+            max_abs_diff(&to_vec(m.layers[0].up.weight.val()), &w0) > 1e-3,
             "merge did not change the weight"
         );
         assert!(
-            max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5,
+            max_abs_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5,
             "merged != unmerged"
         );
         merge(&mut m); // idempotent
         assert!(
-            max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5,
+            max_abs_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5,
             "merging twice added the adapter twice"
         );
         unmerge(&mut m);
         assert!(
-            max_diff(&to_vec(m.layers[0].up.weight.val()), &w0) <= 1e-6,
+            max_abs_diff(&to_vec(m.layers[0].up.weight.val()), &w0) <= 1e-6,
             "unmerge did not restore W"
         );
-        assert!(max_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5);
+        assert!(max_abs_diff(&to_vec(m.forward(x.clone())), &y) <= 1e-5);
         merge_and_unload(&mut m);
         assert!(m.lora_linears().iter().all(|(_, l)| !l.has_adapter()));
-        assert!(max_diff(&to_vec(m.forward(x)), &y) <= 1e-5);
+        assert!(max_abs_diff(&to_vec(m.forward(x)), &y) <= 1e-5);
     });
 }
 
@@ -496,7 +489,7 @@ fn merged_export_keeps_keys_and_dtype_and_holds_w_plus_delta() {
             let want: Vec<f32> = w.iter().zip(&delta).map(|(w, d)| w + d).collect();
             let tol = if dtype == DType::F32 { 1e-6 } else { 4e-3 };
             assert!(
-                max_diff(&got, &want) <= tol,
+                max_abs_diff(&got, &want) <= tol,
                 "{dtype:?}: merged weight is not W + s B A"
             );
             let again = export_merged(&m, &base_dir, &out_dir)
@@ -799,3 +792,5 @@ fn a_config_that_matches_nothing_names_the_available_layers() {
         assert!(s.is_finite());
     });
 }
+
+ember_testing::backend_coverage_test!();

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use common::*;
-use ember_backend::{BackendOp, for_each_cpu_backend};
+use ember_backend::BackendOp;
 use ember_optim::{AdamW, LrScheduler, OptimError, clip_grad_norm};
+use ember_testing::for_each_backend;
 
 /// Runs fixture steps `range` on `module`, returning the module.
 fn run_steps<B: AutodiffBackend>(
@@ -107,7 +108,7 @@ impl BackendOp for Resume {
 #[test]
 fn save_load_midway_then_continue_is_bitwise_identical() {
     for split in [1, 7] {
-        for (backend, (straight, resumed, at)) in for_each_cpu_backend(|| Resume { split }) {
+        for (backend, (straight, resumed, at)) in for_each_backend(|| Resume { split }) {
             assert_eq!(at, split as u64, "{backend}: scheduler step restored");
             assert_eq!(
                 straight, resumed,
@@ -181,7 +182,7 @@ impl BackendOp for BadState {
 
 #[test]
 fn bad_state_is_a_clear_error() {
-    for (backend, results) in for_each_cpu_backend(|| BadState) {
+    for (backend, results) in for_each_backend(|| BadState) {
         for (case, result) in results {
             let msg = result
                 .as_ref()

@@ -6,16 +6,17 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Bool, DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_qwen3::attention::{AttentionImpl, AttnMask, attention, chunked_forward};
 use ember_qwen3::loss::{LossImpl, chunked_head_cross_entropy, shifted_targets};
 use ember_qwen3::{IGNORE_INDEX, random_model, shifted_cross_entropy};
+use ember_testing::for_each_backend;
 
 mod common;
 use common::{Lcg, Perturb, max_abs, max_abs_diff, tiny_config, to_vec};
 
-const TOL: f32 = 1e-5;
+const TOL: f64 = 1e-5;
 
 fn tensor<B: Backend, const D: usize>(
     v: Vec<f32>,
@@ -51,13 +52,13 @@ struct Case {
 
 /// `[max |out diff|, max |dq diff|, max |dk diff|, max |dv diff|]` of an implementation against
 /// the plain one.
-type Diffs = [f32; 4];
+type Diffs = [f64; 4];
 
 /// Chunked vs plain, fused vs plain, the largest gradient, and whether the fused kernel applied.
 struct AttnOutcome {
     chunked: Diffs,
     fused: Diffs,
-    scale: f32,
+    scale: f64,
     fused_applied: bool,
 }
 
@@ -203,7 +204,7 @@ impl BackendOp for AttnParity {
 }
 
 fn check_attention(case: Case) {
-    let outs = for_each_cpu_backend(|| AttnParity { case });
+    let outs = for_each_backend(|| AttnParity { case });
     assert!(!outs.is_empty(), "no backend compiled in");
     for (backend, r) in outs {
         // A gradient of zero everywhere would make the comparison vacuous.
@@ -309,8 +310,8 @@ fn chunked_attention_equals_plain_with_a_cache_offset_and_a_dense_mask() {
 /// The forward-only path (no autodiff, as in generation) equals the custom op's forward.
 struct InnerForward;
 impl BackendOp for InnerForward {
-    type Output = f32;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
+    type Output = f64;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> f64 {
         let (b, h, kv, s, d) = (1, 4, 2, 6, 8);
         let mut rng = Lcg(3);
         let q = rng.vec(b * h * s * d, 1.0);
@@ -354,7 +355,7 @@ impl BackendOp for InnerForward {
 
 #[test]
 fn chunked_attention_without_autodiff_equals_plain() {
-    for (backend, d) in for_each_cpu_backend(|| InnerForward) {
+    for (backend, d) in for_each_backend(|| InnerForward) {
         assert!(d <= TOL, "on {backend}: {d}");
     }
 }
@@ -369,8 +370,8 @@ struct CeParity {
 }
 
 impl BackendOp for CeParity {
-    type Output = [f32; 3];
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> [f32; 3] {
+    type Output = [f64; 3];
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> [f64; 3] {
         let (n, h, vocab) = (11, 16, 50);
         let mut rng = Lcg(5);
         let hv = rng.vec(n * h, 1.0);
@@ -398,7 +399,7 @@ impl BackendOp for CeParity {
             .map(|x| x * 2.0)
             .collect();
         [
-            (a - b).abs() / a.abs(),
+            ember_testing::rel(b.into(), a.into()),
             max_abs_diff(&da, &db),
             max_abs(&da),
         ]
@@ -408,7 +409,7 @@ impl BackendOp for CeParity {
 #[test]
 fn chunked_cross_entropy_equals_the_full_logits_loss() {
     for chunk in [1, 4, 11, 100] {
-        for (backend, [rel, dh, scale]) in for_each_cpu_backend(|| CeParity { chunk }) {
+        for (backend, [rel, dh, scale]) in for_each_backend(|| CeParity { chunk }) {
             println!(
                 "chunk {chunk} on {backend}: loss rel {rel:.1e}, d hidden {dh:.1e} (|grad| up to {scale:.2})"
             );
@@ -466,7 +467,7 @@ struct ModelParity {
 }
 
 impl BackendOp for ModelParity {
-    type Output = (f64, bool, f32, f32, usize);
+    type Output = (f64, bool, f64, f64, usize);
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let cfg = tiny_config(self.tied);
         let (b, s) = (2, 13);
@@ -519,7 +520,7 @@ impl BackendOp for ModelParity {
         let flat1: Vec<f32> = g1.concat();
         let flat2: Vec<f32> = g2.concat();
         (
-            (s1 - s2).abs() / s1.abs(),
+            ember_testing::rel(s2, s1),
             c1 == c2,
             max_abs_diff(&flat1, &flat2),
             max_abs(&flat1),
@@ -538,7 +539,7 @@ fn model_loss_and_lora_gradients_are_the_same_chunked_and_plain() {
         (true, true, AttentionImpl::Fused { chunk: 5 }),
     ];
     for (tied, right_pad, attention) in cases {
-        let outs = for_each_cpu_backend(|| ModelParity {
+        let outs = for_each_backend(|| ModelParity {
             tied,
             right_pad,
             attention,
@@ -591,13 +592,13 @@ impl BackendOp for Defaults {
             .sum
             .into_scalar()
             .elem();
-        (a - b).abs() / b.abs()
+        ember_testing::rel(a, b)
     }
 }
 
 #[test]
 fn defaults_are_chunked_and_agree_with_the_logits_path() {
-    for (backend, rel) in for_each_cpu_backend(|| Defaults) {
+    for (backend, rel) in for_each_backend(|| Defaults) {
         assert!(rel <= 1e-5, "on {backend}: {rel}");
     }
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::{
     AdapterConfig, LoraConfig, LoraError, LoraModel, ParamReport, TargetModules, export_merged,
     load_peft, merge, save_peft, unmerge,
@@ -21,10 +21,11 @@ use ember_qwen3::lora::model_shape;
 use ember_qwen3::{
     Backprop, GenerationConfig, Qwen3Config, Qwen3ForCausalLM, load_pretrained, random_model,
 };
+use ember_testing::for_each_backend;
 use safetensors::SafeTensors;
 
 mod common;
-use common::{fixtures, max_abs_diff, to_vec};
+use common::{fixtures, max_abs_diff, max_rel_diff, to_vec};
 
 const SEVEN: [&str; 7] = [
     "q_proj",
@@ -112,7 +113,7 @@ impl BackendOp for ShapeFromModel {
 
 #[test]
 fn shape_from_the_config_equals_the_model() {
-    assert!(!for_each_cpu_backend(|| ShapeFromModel).is_empty());
+    assert!(!for_each_backend(|| ShapeFromModel).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,17 +162,6 @@ impl Reference {
     fn f32s(&self, name: &str) -> Vec<f32> {
         self.tensor(name).to_vec().expect("f32")
     }
-}
-
-/// `max |a - b| / max |b|`.
-fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    d / b.iter().map(|x| x.abs()).fold(f32::MIN_POSITIVE, f32::max)
 }
 
 /// Logits of the real (unpadded) tokens: HF leaves padded query rows unspecified.
@@ -253,7 +243,7 @@ impl BackendOp for PeftParity {
             .mean();
         let got: f64 = loss.clone().into_scalar().elem();
         let want_loss = r.adapter(name)["loss"].as_f64().expect("loss");
-        let rel = (got - want_loss).abs() / want_loss.abs();
+        let rel = ember_testing::rel(got, want_loss);
         assert!(
             rel <= 1e-5,
             "{name}: loss {got} vs PEFT {want_loss} (rel {rel:.2e})"
@@ -279,7 +269,7 @@ impl BackendOp for PeftParity {
                         .unwrap_or_else(|| panic!("{key}: no gradient")),
                 );
                 let want = r.f32s(&format!("{name}.grad.{key}"));
-                let rel = rel_diff(&g, &want);
+                let rel = max_rel_diff(&g, &want);
                 assert!(
                     rel <= 1e-4,
                     "{name}: gradient of {key} differs from PEFT's (rel {rel:.2e})"
@@ -319,27 +309,14 @@ fn peft_adapters_give_peft_logits_loss_and_gradients() {
         "qwen3-tiny-tied-adapter",
         "qwen3-tiny-rslora-adapter",
     ] {
-        assert!(!for_each_cpu_backend(|| PeftParity { adapter }).is_empty());
+        assert!(!for_each_backend(|| PeftParity { adapter }).is_empty());
     }
 }
 
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("EMBER_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var_os("HOME")?;
-    let p = PathBuf::from(home).join(".cache/ember/venv/bin/python");
-    p.is_file().then_some(p)
-}
-
-/// Runs the fixture script's check mode; `None` when there is no fixture venv.
+/// Runs the fixture script's check mode; `None` (a skip, or a failure where the run requires the
+/// fixture Python) when there is none.
 fn python_check(args: &[&str]) -> Option<serde_json::Value> {
-    let Some(py) = python() else {
-        eprintln!(
-            "note: no fixture venv (EMBER_PYTHON); skipping the transformers/PEFT check {args:?}"
-        );
-        return None;
-    };
+    let py = ember_testing::fixture_python()?;
     let out = Command::new(py)
         .arg(fixtures().join("lora/make_lora_reference.py"))
         .args(args)
@@ -451,7 +428,7 @@ impl BackendOp for SaveReload {
                 name,
             ])
         {
-            println!("{name}: PEFT loads the ember-saved adapter: {res}");
+            ember_testing::note(format!("{name}: PEFT loads the ember-saved adapter: {res}"));
         }
     }
 }
@@ -459,7 +436,7 @@ impl BackendOp for SaveReload {
 #[test]
 fn ember_saved_adapters_reload_and_equal_peft_files() {
     for adapter in ["qwen3-tiny-adapter", "qwen3-tiny-rslora-adapter"] {
-        assert!(!for_each_cpu_backend(|| SaveReload { adapter }).is_empty());
+        assert!(!for_each_backend(|| SaveReload { adapter }).is_empty());
     }
 }
 
@@ -570,7 +547,9 @@ impl BackendOp for MergeExportGenerate {
                 "--ember-logits",
                 logits_file.to_str().expect("utf-8"),
             ]) {
-                println!("{name}: transformers loads the merged export: {res}");
+                ember_testing::note(format!(
+                    "{name}: transformers loads the merged export: {res}"
+                ));
             }
         }
     }
@@ -579,7 +558,7 @@ impl BackendOp for MergeExportGenerate {
 #[test]
 fn merged_models_and_exports_compute_and_generate_as_the_adapter() {
     for adapter in ["qwen3-tiny-adapter", "qwen3-tiny-tied-adapter"] {
-        assert!(!for_each_cpu_backend(|| MergeExportGenerate { adapter }).is_empty());
+        assert!(!for_each_backend(|| MergeExportGenerate { adapter }).is_empty());
     }
 }
 
@@ -606,7 +585,7 @@ impl BackendOp for Bf16Base {
         let got: f64 = loss.clone().into_scalar().elem();
         let want = r.adapter(name)["loss"].as_f64().expect("loss");
         assert!(
-            (got - want).abs() / want < 0.02,
+            ember_testing::rel(got, want) < 0.02,
             "bf16 loss {got} vs f32 PEFT {want}"
         );
         let grads = loss.backward();
@@ -625,7 +604,7 @@ impl BackendOp for Bf16Base {
 
 #[test]
 fn a_bf16_base_keeps_f32_adapters_and_gradients() {
-    assert!(!for_each_cpu_backend(|| Bf16Base).is_empty());
+    assert!(!for_each_backend(|| Bf16Base).is_empty());
 }
 
 fn load_err(model_cfg: impl Fn(&mut Qwen3Config), adapter: &str) -> String {
@@ -643,7 +622,7 @@ fn load_err(model_cfg: impl Fn(&mut Qwen3Config), adapter: &str) -> String {
     let mut cfg =
         Qwen3Config::from_file(fixtures().join("tiny/qwen3-tiny/config.json")).expect("cfg");
     model_cfg(&mut cfg);
-    let outs = for_each_cpu_backend(|| Op {
+    let outs = for_each_backend(|| Op {
         cfg: cfg.clone(),
         adapter: adapter_dir(adapter),
     });
@@ -686,13 +665,7 @@ fn adapters_for_another_base_model_are_refused_naming_the_key() {
 // ---------------------------------------------------------------------------------------------
 // bf16 base against PEFT with a bf16 base (fixtures/lora/make_bf16_reference.py).
 
-/// `(‖a − b‖, ‖b‖)` over all keys.
-fn l2_diff(a: &[f32], b: &[f32]) -> (f64, f64) {
-    assert_eq!(a.len(), b.len());
-    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (d.sqrt(), n.sqrt())
-}
+use ember_testing::l2_diff;
 
 /// One backprop mode's bf16 run against the references.
 #[derive(Debug)]
@@ -783,7 +756,7 @@ impl BackendOp for Bf16Parity {
 #[test]
 fn a_bf16_base_tracks_peft_with_a_bf16_base() {
     for adapter in ["qwen3-tiny-adapter", "qwen3-tiny-tied-adapter"] {
-        let outs = for_each_cpu_backend(|| Bf16Parity { adapter });
+        let outs = for_each_backend(|| Bf16Parity { adapter });
         assert!(!outs.is_empty());
         for (backend, modes) in outs {
             for (mode, o) in ["full graph", "recompute"].iter().zip(modes) {
@@ -797,9 +770,9 @@ fn a_bf16_base_tracks_peft_with_a_bf16_base() {
                     o.err_vs_f32,
                     o.peft_bf16_err_vs_f32
                 );
-                let bf16_gap = (o.peft_bf16_loss - o.peft_f32_loss).abs();
+                let bf16_gap = max_abs_diff(&[o.peft_bf16_loss], &[o.peft_f32_loss]);
                 assert!(
-                    (o.loss - o.peft_bf16_loss).abs() <= bf16_gap,
+                    max_abs_diff(&[o.loss], &[o.peft_bf16_loss]) <= bf16_gap,
                     "{adapter} on {backend}: bf16 loss {o:?}"
                 );
                 assert!(

@@ -2,8 +2,9 @@
 //! logits, losses and greedy generations, on every compiled-in CPU backend.
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_qwen3::{GenerationConfig, StopReason, load_pretrained};
+use ember_testing::for_each_backend;
 use safetensors::SafeTensors;
 
 mod common;
@@ -54,8 +55,8 @@ struct LogitsAndLoss {
 }
 
 struct Outcome {
-    max_diff: f32,
-    max_diff_unpadded: f32,
+    max_diff: f64,
+    max_diff_unpadded: f64,
     loss: f64,
     loss_mean_of_sum: f64,
     count: f64,
@@ -121,7 +122,7 @@ fn check_model(name: &'static str) {
     let r = Reference::load();
     let want_loss = r.model(name)["loss"].as_f64().expect("loss");
     let want_items = r.model(name)["num_items"].as_f64().expect("num_items");
-    let outs = for_each_cpu_backend(|| LogitsAndLoss { model: name });
+    let outs = for_each_backend(|| LogitsAndLoss { model: name });
     assert!(!outs.is_empty(), "no backend compiled in");
     for (backend, o) in outs {
         println!(
@@ -138,13 +139,13 @@ fn check_model(name: &'static str) {
             "{name} on {backend}: unpadded logits differ by {}",
             o.max_diff_unpadded
         );
-        let rel = (o.loss - want_loss).abs() / want_loss.abs();
+        let rel = ember_testing::rel(o.loss, want_loss);
         assert!(
             rel <= 1e-5,
             "{name} on {backend}: loss {} vs HF {want_loss} (rel {rel:.2e})",
             o.loss
         );
-        assert!((o.loss_mean_of_sum - o.loss).abs() <= 1e-6 * o.loss.abs());
+        assert!(ember_testing::rel(o.loss_mean_of_sum, o.loss) <= 1e-6);
         assert_eq!(
             o.count, want_items,
             "{name} on {backend}: supervised token count"
@@ -195,7 +196,7 @@ fn greedy_generation_equals_transformers() {
     for name in ["qwen3-tiny", "qwen3-tiny-tied"] {
         let want: Vec<u32> =
             serde_json::from_value(r.model(name)["greedy_ids"].clone()).expect("ids");
-        for (backend, (ids, stop)) in for_each_cpu_backend(|| Greedy {
+        for (backend, (ids, stop)) in for_each_backend(|| Greedy {
             model: name,
             eos: vec![],
             steps: want.len(),
@@ -206,7 +207,7 @@ fn greedy_generation_equals_transformers() {
         // Making the fifth generated token an eos id stops generation right after it.
         let eos = want[4];
         let first = want.iter().position(|&t| t == eos).expect("present");
-        for (backend, (ids, stop)) in for_each_cpu_backend(|| Greedy {
+        for (backend, (ids, stop)) in for_each_backend(|| Greedy {
             model: name,
             eos: vec![eos],
             steps: want.len(),
@@ -220,8 +221,8 @@ fn greedy_generation_equals_transformers() {
 struct ShardedEqualsSingle;
 
 impl BackendOp for ShardedEqualsSingle {
-    type Output = f32;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> f32 {
+    type Output = f64;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> f64 {
         let r = Reference::load();
         let (_, ids) = r.tensor("input_ids");
         let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(ids, &device);
@@ -256,7 +257,7 @@ fn sharded_checkpoint_loads_like_the_single_file() {
             .join("qwen3-tiny-tied-sharded/model.safetensors.index.json")
             .is_file()
     );
-    for (backend, d) in for_each_cpu_backend(|| ShardedEqualsSingle) {
+    for (backend, d) in for_each_backend(|| ShardedEqualsSingle) {
         assert_eq!(d, 0.0, "on {backend}");
     }
 }

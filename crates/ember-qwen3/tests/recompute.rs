@@ -5,9 +5,10 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_qwen3::{AttentionImpl, Backprop, IGNORE_INDEX, LossImpl, random_model};
+use ember_testing::for_each_backend;
 
 mod common;
 use common::{Lcg, Perturb, max_abs, max_abs_diff, tiny_config};
@@ -116,7 +117,7 @@ fn flat(g: &[Vec<f32>]) -> Vec<f32> {
 
 /// Runs a case on every backend; returns the full-graph gradients per backend.
 fn check(case: Case) -> Vec<(String, Vec<f32>)> {
-    let outs = for_each_cpu_backend(|| Parity { case });
+    let outs = for_each_backend(|| Parity { case });
     assert!(!outs.is_empty());
     let mut full = Vec::new();
     for (backend, ((l1, g1), (l2, g2))) in outs {
@@ -131,17 +132,28 @@ fn check(case: Case) -> Vec<(String, Vec<f32>)> {
         }
         let (f1, f2) = (flat(&g1), flat(&g2));
         let (d, scale) = (max_abs_diff(&f1, &f2), max_abs(&f1));
-        let rel = (l1 - l2).abs() / l1.abs();
+        let rel = ember_testing::rel(l2, l1);
         println!(
             "{case:?} on {backend}: loss {l1:.6} rel diff {rel:.1e}; {} grads, max |diff| {d:.1e} (max |g| {scale:.2e})",
             g1.len()
         );
         assert!(scale > 1e-4, "gradients vanish");
-        assert!(rel <= 1e-6, "{case:?} on {backend}: loss differs by {rel}");
-        assert!(
-            d <= 1e-5 * scale.max(1.0),
-            "{case:?} on {backend}: gradients differ by {d}"
-        );
+        if case.plain {
+            // The plain attention and loss are Burn's autodiff graph, whose backward sums in
+            // another order when rebuilt per layer (docs/performance.md: within 2e-7).
+            assert!(rel <= 1e-6, "{case:?} on {backend}: loss differs by {rel}");
+            assert!(
+                d <= 2e-7 * scale.max(1.0),
+                "{case:?} on {backend}: gradients differ by {d}"
+            );
+        } else {
+            // The chunked ops replay the same kernels on the same inputs: bit-identical, as
+            // documented.
+            assert!(
+                l1 == l2 && d == 0.0,
+                "{case:?} on {backend}: recompute is not bit-identical (loss rel {rel:e}, grads {d:e})"
+            );
+        }
         full.push((backend.to_string(), f1));
     }
     full

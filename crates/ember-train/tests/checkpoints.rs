@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_train::{FinetuneConfig, Run, TrainError, TrainerState, report::Silent};
 
-type B = ember_backend::FlexBackend;
+use ember_testing::on_every_backend;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -61,7 +62,7 @@ save_steps = 2
     .expect("config")
 }
 
-fn train(cfg: &FinetuneConfig) -> Result<ember_train::RunOutput, TrainError> {
+fn train<B: AutodiffBackend>(cfg: &FinetuneConfig) -> Result<ember_train::RunOutput, TrainError> {
     Run::<B>::load(cfg, &Default::default())?.train(&mut Silent)
 }
 
@@ -115,9 +116,13 @@ fn train_loss(state: &TrainerState) -> f64 {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
+    on_every_backend!(resumed_run_equals_uninterrupted_run_on);
+}
+
+fn resumed_run_equals_uninterrupted_run_on<B: AutodiffBackend>() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let full = train(&config(&a, &[])).expect("uninterrupted run");
+    let full = train::<B>(&config(&a, &[])).expect("uninterrupted run");
     assert_eq!(
         checkpoints(&a),
         [
@@ -128,10 +133,11 @@ fn resumed_run_equals_uninterrupted_run() {
             "checkpoint-9"
         ]
     );
-    train(&config(&b, &[])).expect("second run");
+    train::<B>(&config(&b, &[])).expect("second run");
     for k in [2, 6] {
         cut_back_to(&b, k);
-        let resumed = train(&config(&b, &["resume_from_checkpoint=true"])).expect("resumed run");
+        let resumed =
+            train::<B>(&config(&b, &["resume_from_checkpoint=true"])).expect("resumed run");
         assert_eq!(
             adapter(&a),
             adapter(&b),
@@ -158,10 +164,10 @@ fn resumed_run_equals_uninterrupted_run() {
     cut_back_to(&b, 4);
     let ck = b.join("checkpoint-4");
     let ck_arg = format!("resume_from_checkpoint=\"{}\"", ck.display());
-    train(&config(&b, &[&ck_arg])).expect("resume from a path");
+    train::<B>(&config(&b, &[&ck_arg])).expect("resume from a path");
     assert_eq!(adapter(&a), adapter(&b));
     std::fs::remove_file(ck.join("optimizer.safetensors")).expect("break the checkpoint");
-    let err = train(&config(&b, &[&ck_arg]))
+    let err = train::<B>(&config(&b, &[&ck_arg]))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -173,11 +179,15 @@ fn resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
+    on_every_backend!(a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on);
+}
+
+fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on<B: AutodiffBackend>() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
-    train(&config(&out, &["num_train_epochs=1"])).expect("run");
+    train::<B>(&config(&out, &["num_train_epochs=1"])).expect("run");
     let before = adapter(&out);
-    let err = train(&config(
+    let err = train::<B>(&config(
         &out,
         &[
             "num_train_epochs=1",
@@ -192,7 +202,7 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
         err.contains("different run") && err.contains("lora_rank: checkpoint 4 -> now 8"),
         "{err}"
     );
-    let err = train(&config(&out, &["num_train_epochs=1"]))
+    let err = train::<B>(&config(&out, &["num_train_epochs=1"]))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -206,7 +216,7 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
         "a refused run must not touch the previous outputs"
     );
     // Starting over removes the old run's checkpoints, so a later resume cannot pick them up.
-    train(&config(
+    train::<B>(&config(
         &out,
         &["num_train_epochs=3", "overwrite_output_dir=true"],
     ))
@@ -215,7 +225,7 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
         checkpoints(&out).last().map(String::as_str),
         Some("checkpoint-9")
     );
-    train(&config(
+    train::<B>(&config(
         &out,
         &["num_train_epochs=1", "overwrite_output_dir=true"],
     ))
@@ -225,11 +235,15 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
 
 #[test]
 fn save_total_limit_keeps_the_newest_and_the_best() {
+    on_every_backend!(save_total_limit_keeps_the_newest_and_the_best_on);
+}
+
+fn save_total_limit_keeps_the_newest_and_the_best_on<B: AutodiffBackend>() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     // With greater_is_better the best "eval_loss" is the highest one: the first evaluation, since
     // the loss falls. So the best checkpoint is the oldest, and rotation must keep it.
-    let r = train(&config(
+    let r = train::<B>(&config(
         &out,
         &[
             "save_total_limit=2",
@@ -264,10 +278,14 @@ fn save_total_limit_keeps_the_newest_and_the_best() {
 
 #[test]
 fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
+    on_every_backend!(non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint_on);
+}
+
+fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint_on<B: AutodiffBackend>() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     // A huge learning rate sends the adapter to infinity after the first real update.
-    let err = train(&config(
+    let err = train::<B>(&config(
         &out,
         &[
             "learning_rate=1e38",
@@ -295,25 +313,43 @@ fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     );
 }
 
-/// The child side of the kill test: trains into `EMBER_KILL_TEST_DIR` (run by the parent only).
+/// The child side of the kill test: trains into `EMBER_KILL_TEST_DIR` on the backend
+/// `EMBER_KILL_TEST_BACKEND` (run by the parent only). The first run starts over; the resumed run
+/// only asks to resume, so one that silently started over again would be refused or caught.
 #[test]
 #[ignore = "run as a child process by killed_runs_resume_to_the_same_adapter"]
 fn child_training_run() {
+    struct Child(PathBuf, bool);
+    impl BackendOp for Child {
+        type Output = ();
+        fn run<B: AutodiffBackend>(self, _device: B::Device) {
+            let extra: &[&str] = if self.1 {
+                &["resume_from_checkpoint=true"]
+            } else {
+                &["overwrite_output_dir=true"]
+            };
+            train::<B>(&config(&self.0, extra)).expect("child run");
+        }
+    }
     if let Ok(dir) = std::env::var("EMBER_KILL_TEST_DIR") {
+        let backend: BackendChoice = std::env::var("EMBER_KILL_TEST_BACKEND")
+            .expect("EMBER_KILL_TEST_BACKEND")
+            .parse()
+            .expect("backend");
         let resume = std::env::var("EMBER_KILL_TEST_RESUME").is_ok();
-        let extra: &[&str] = if resume {
-            &["resume_from_checkpoint=true", "overwrite_output_dir=true"]
-        } else {
-            &["overwrite_output_dir=true"]
-        };
-        train(&config(Path::new(&dir), extra)).expect("child run");
+        ember_backend::run(backend, Child(dir.into(), resume)).expect("compiled in");
     }
 }
 
-fn spawn_child(dir: &Path, resume: bool, slow_save_ms: Option<u64>) -> std::process::Child {
+fn spawn_child<B: AutodiffBackend>(
+    dir: &Path,
+    resume: bool,
+    slow_save_ms: Option<u64>,
+) -> std::process::Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
     cmd.args(["child_training_run", "--exact", "--ignored", "--quiet"])
         .env("EMBER_KILL_TEST_DIR", dir)
+        .env("EMBER_KILL_TEST_BACKEND", backend_of::<B>().to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     if resume {
@@ -323,6 +359,39 @@ fn spawn_child(dir: &Path, resume: bool, slow_save_ms: Option<u64>) -> std::proc
         cmd.env("EMBER_TEST_SLOW_CHECKPOINT_MS", ms.to_string());
     }
     cmd.spawn().expect("spawn child")
+}
+
+/// The CPU backend whose autodiff type is `B` (for the child process to run the same one).
+fn backend_of<B: AutodiffBackend>() -> BackendChoice {
+    struct Name;
+    impl BackendOp for Name {
+        type Output = String;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> String {
+            B::name(&device)
+        }
+    }
+    let want = B::name(&Default::default());
+    ember_backend::cpu_backends()
+        .into_iter()
+        .find(|b| ember_backend::run(*b, Name).is_ok_and(|n| n == want))
+        .unwrap_or_else(|| panic!("no CPU backend named {want}"))
+}
+
+/// The step numbers the JSONL log holds after its last "resumed from" note, and that note.
+fn log_after_resume(dir: &Path) -> (Option<String>, Vec<u64>) {
+    let text = std::fs::read_to_string(dir.join("trainer_log.jsonl")).expect("trainer_log.jsonl");
+    let mut note = None;
+    let mut steps = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        if let Some(n) = v["note"].as_str().filter(|n| n.starts_with("resumed from")) {
+            note = Some(n.to_string());
+            steps.clear();
+        } else if v["loss"].is_number() {
+            steps.push(v["current_steps"].as_u64().expect("current_steps"));
+        }
+    }
+    (note, steps)
 }
 
 fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
@@ -338,9 +407,13 @@ fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 
 #[test]
 fn killed_runs_resume_to_the_same_adapter() {
+    on_every_backend!(killed_runs_resume_to_the_same_adapter_on);
+}
+
+fn killed_runs_resume_to_the_same_adapter_on<B: AutodiffBackend>() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reference = tmp.path().join("reference");
-    train(&config(&reference, &[])).expect("uninterrupted run");
+    train::<B>(&config(&reference, &[])).expect("uninterrupted run");
     let want = adapter(&reference);
     let has = |dir: &Path, prefix: &str| {
         checkpoints_and_tmp(dir)
@@ -369,7 +442,7 @@ fn killed_runs_resume_to_the_same_adapter() {
     ];
     for (i, (label, slow, point)) in cases.into_iter().enumerate() {
         let dir = tmp.path().join(format!("killed-{i}"));
-        let mut child = spawn_child(&dir, false, slow);
+        let mut child = spawn_child::<B>(&dir, false, slow);
         wait_for(|| point(&dir), label);
         child.kill().expect("SIGKILL");
         let _ = child.wait();
@@ -390,9 +463,35 @@ fn killed_runs_resume_to_the_same_adapter() {
                 assert!(ck.join(f).is_file(), "{label}: {name} lacks {f}");
             }
         }
-        let mut resumed = spawn_child(&dir, true, None);
+        let newest = checkpoints(&dir).last().cloned();
+        let mut resumed = spawn_child::<B>(&dir, true, None);
         let status = resumed.wait().expect("resumed child");
         assert!(status.success(), "{label}: the resumed run failed");
+        // It resumed from the newest complete checkpoint and did not re-run the steps before it.
+        let (note, steps) = log_after_resume(&dir);
+        let from: u64 = match &newest {
+            Some(name) => {
+                let n = name["checkpoint-".len()..].parse().expect("step");
+                let note = note.unwrap_or_else(|| panic!("{label}: the log has no resume note"));
+                assert!(
+                    note.contains(&format!("{name} at step {n}")),
+                    "{label}: resumed from the wrong place: {note}"
+                );
+                n
+            }
+            None => {
+                assert!(
+                    note.is_none(),
+                    "{label}: resumed without a checkpoint: {note:?}"
+                );
+                0
+            }
+        };
+        assert_eq!(
+            steps,
+            (from + 1..=9).collect::<Vec<_>>(),
+            "{label}: steps logged by the resumed run (from checkpoint step {from})"
+        );
         assert_eq!(
             adapter(&dir),
             want,
@@ -410,3 +509,5 @@ fn checkpoints_and_tmp(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+ember_testing::backend_coverage_test!();

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ember_backend::{AutodiffBackend, BackendOp, for_each_cpu_backend};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_data::{DataStats, Example, SftData, SftStats};
+use ember_testing::for_each_backend;
 use ember_train::{FinetuneConfig, LogEntry, Run, report::Silent};
 use safetensors::SafeTensors;
 
@@ -157,9 +158,8 @@ impl BackendOp for Train {
     }
 }
 
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-12)
-}
+/// NaN-aware relative difference (panics on a non-finite value).
+use ember_testing::{max_abs_diff, rel};
 
 #[test]
 fn steps_losses_and_adapter_equal_hf_trainer() {
@@ -171,7 +171,7 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
     // Layer recompute (the default) and the full-graph backward both match HF.
     let mut runs = Vec::new();
     for recompute in [true, false] {
-        for (backend, out) in for_each_cpu_backend(|| Train {
+        for (backend, out) in for_each_backend(|| Train {
             recompute,
             fresh_dropout: None,
             bf16: false,
@@ -207,7 +207,7 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
                 );
                 let (glr, wlr) = (g.learning_rate.expect("lr"), w.learning_rate.expect("lr"));
                 assert!(
-                    (glr - wlr).abs() <= 1e-12,
+                    max_abs_diff(&[glr], &[wlr]) <= 1e-12,
                     "{backend} step {}: lr {glr} vs HF {wlr}",
                     w.step
                 );
@@ -230,12 +230,10 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
             want_adapter.keys().collect::<Vec<_>>(),
             "{backend}: adapter keys"
         );
-        let mut worst = 0.0f32;
-        for (k, w) in &want_adapter {
-            for (a, b) in adapter[k].iter().zip(w) {
-                worst = worst.max((a - b).abs());
-            }
-        }
+        let worst = want_adapter
+            .iter()
+            .map(|(k, w)| max_abs_diff(&adapter[k], w))
+            .fold(0.0, f64::max);
         println!("{backend}: final adapter max|diff| {worst:.2e}");
         assert!(worst <= 1e-4, "{backend}: final adapter differs by {worst}");
         per_backend_losses.push(got.iter().filter_map(|e| e.loss).collect::<Vec<_>>());
@@ -256,7 +254,7 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
 #[test]
 fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
     let runs = |recompute, p| {
-        for_each_cpu_backend(|| Train {
+        for_each_backend(|| Train {
             recompute,
             fresh_dropout: Some(p),
             bf16: false,
@@ -268,8 +266,9 @@ fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
         full.into_iter().zip(rec).zip(no_dropout)
     {
         assert_eq!(full.len(), rec.len());
+        // Bit-identical, as docs/performance.md says (both sides finite: `rel` checks).
         let close = |p: Option<f64>, q: Option<f64>| match (p, q) {
-            (Some(p), Some(q)) => rel(p, q) <= 1e-6,
+            (Some(p), Some(q)) => rel(p, q) == 0.0,
             (p, q) => p.is_none() && q.is_none(),
         };
         for (x, y) in full.iter().zip(&rec) {
@@ -281,14 +280,12 @@ fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
                 "{backend}: full graph {x:?} vs recompute {y:?}"
             );
         }
-        let mut worst = 0.0f32;
-        for (k, w) in &full_adapter {
-            for (p, q) in rec_adapter[k].iter().zip(w) {
-                worst = worst.max((p - q).abs());
-            }
-        }
+        let worst = full_adapter
+            .iter()
+            .map(|(k, w)| max_abs_diff(&rec_adapter[k], w))
+            .fold(0.0, f64::max);
         println!("{backend}: dropout 0.1, recompute vs full graph: adapter max|diff| {worst:.1e}");
-        assert!(worst <= 1e-6, "{backend}: adapters differ by {worst}");
+        assert!(worst == 0.0, "{backend}: adapters differ by {worst}");
         // Dropout acted: the losses differ from a dropout-free run.
         assert!(
             plain
@@ -308,7 +305,7 @@ fn bf16_base_trains_close_to_the_f32_reference() {
         std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
-    let runs = for_each_cpu_backend(|| Train {
+    let runs = for_each_backend(|| Train {
         recompute: true,
         fresh_dropout: None,
         bf16: true,
@@ -347,3 +344,5 @@ fn ember_data_tokenizes_the_reference_samples_identically() {
     assert_eq!(data.train[..13], reference.train[..], "train samples");
     assert_eq!(data.train[13..18], reference.eval[..], "eval samples");
 }
+
+ember_testing::backend_coverage_test!();

@@ -216,15 +216,8 @@ pub fn fixture_grads<B: AutodiffBackend>(
 /// `torch.testing` with `atol = rtol * max|ref|`). Elementwise relative error is meaningless for
 /// entries that pass near zero: one f32 ulp of a 0.05-sized update is 4e-9, i.e. 4e-6 of a 1e-3
 /// entry.
-pub fn max_rel_err(ours: &[f32], reference: &[f32]) -> f64 {
-    assert_eq!(ours.len(), reference.len(), "length");
-    let scale = reference
-        .iter()
-        .fold(0f64, |m, &r| m.max(f64::from(r).abs()));
-    let worst = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
-        .fold(0.0, f64::max);
-    worst / scale.max(f64::MIN_POSITIVE)
-}
+/// (NaN-aware: any non-finite element fails, naming its index.)
+#[allow(unused_imports)] // each test binary uses a subset
+pub use ember_testing::max_rel_diff as max_rel_err;
+
+ember_testing::backend_coverage_test!();

@@ -37,17 +37,9 @@ impl Lcg {
     }
 }
 
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-pub fn max_abs(a: &[f32]) -> f32 {
-    a.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
+// NaN-aware: any non-finite element fails, naming its index.
+#[allow(unused_imports)] // each test binary uses a subset
+pub use ember_testing::{max_abs, max_abs_diff, max_rel_diff};
 
 pub fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().expect("f32")
@@ -74,3 +66,5 @@ impl<B: Backend> ModuleMapper<B> for Perturb {
         Param::from_mapped_value(id, fresh, mapper)
     }
 }
+
+ember_testing::backend_coverage_test!();

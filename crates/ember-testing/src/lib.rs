@@ -1,0 +1,14 @@
+//! Test support shared by ember's crates (a dev-dependency only; nothing here ships).
+//!
+//! - [`close`]: tolerance checks that treat NaN and infinity as failures, naming the index.
+//! - [`env`]: what a test needs from its machine (`../shared`, the fixture Python) and how it skips
+//!   when that is absent: a reason on stderr, or a failure where the run requires it (CI).
+//! - [`backends`]: the backends the parity tests run on, and the check that they ran on all of them.
+
+pub mod backends;
+pub mod close;
+pub mod env;
+
+pub use backends::{assert_backend_coverage, for_each_backend};
+pub use close::{assert_finite, l2_diff, max_abs, max_abs_diff, max_rel_diff, rel};
+pub use env::{fixture_python, note, shared_dir, skip_or_fail};
