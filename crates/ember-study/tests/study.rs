@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ember_backend::{AutodiffBackend, BackendOp};
+use ember_backend::AutodiffBackend;
 use ember_study::bench::{self, BenchOptions};
 use ember_study::plan::{PlanOptions, plan};
 use ember_study::record::{ALL_RESULTS_FILE, RunRecord, RunStatus, status};
