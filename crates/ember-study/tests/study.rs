@@ -260,7 +260,9 @@ fn interrupted_sweep_on<B: AutodiffBackend>() -> Result<(), StudyError> {
             last.train_runtime.unwrap() / st.max_steps as f64
         ));
         let evals = st.eval_losses();
-        let min = evals.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let losses: Vec<f64> = evals.iter().map(|p| p.1).collect();
+        ember_testing::assert_finite("eval losses", &losses);
+        let min = losses.iter().copied().fold(f64::INFINITY, f64::min);
         assert!(approx(rec.best_eval_loss.unwrap(), min));
         assert_eq!(
             rec.best_eval_step,

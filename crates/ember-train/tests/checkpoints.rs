@@ -253,6 +253,10 @@ fn save_total_limit_keeps_the_newest_and_the_best_on<B: AutodiffBackend>() {
     ))
     .expect("run");
     let evals: Vec<(u64, f64)> = r.state.eval_losses();
+    ember_testing::assert_finite(
+        "eval losses",
+        &evals.iter().map(|e| e.1).collect::<Vec<_>>(),
+    );
     let (best_step, best) = evals
         .iter()
         .copied()
