@@ -27,7 +27,7 @@ pub enum TrainError {
     #[error("the training set is empty after loading {0}")]
     EmptyDataset(String),
     #[error(
-        "non-finite {what} at step {step}: training stopped (the last saved checkpoint is intact)"
+        "non-finite {what} at step {step}: training stopped (checkpoints saved before it are kept)"
     )]
     NonFinite { what: &'static str, step: u64 },
     #[error("{dir}: cannot resume from it: {reason}")]
@@ -41,6 +41,14 @@ pub enum TrainError {
         "{0} already holds a run; set resume_from_checkpoint = true to continue it, overwrite_output_dir = true to start over, or choose another output_dir"
     )]
     OutputExists(PathBuf),
+    #[error(
+        "{source}\n{dir}: this run saved nothing, so the previous run it was to replace (overwrite_output_dir) was put back as it was"
+    )]
+    PreviousRunKept {
+        #[source]
+        source: Box<TrainError>,
+        dir: PathBuf,
+    },
     #[error("{0}")]
     Other(String),
 }

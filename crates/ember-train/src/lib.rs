@@ -6,6 +6,7 @@
 //! - [`trainer`]: [`Run`]: load, then train; evaluation loss as HF computes it.
 //! - [`adapter`]: attaching, saving and counting the LoRA adapter of a run.
 //! - [`checkpoint`]: `checkpoint-N` directories, written atomically.
+//! - [`previous`]: starting over without losing the previous run before its replacement exists.
 //! - [`state`]: `trainer_state.json` and its `log_history` (HF keys).
 //! - [`report`]: banner, progress bar, summary, `trainer_log.jsonl`.
 //! - [`plot`]: loss plots (PNG).
@@ -43,6 +44,7 @@ pub mod config;
 pub mod error;
 pub mod plan;
 pub mod plot;
+pub mod previous;
 pub mod report;
 pub mod state;
 pub mod trainer;

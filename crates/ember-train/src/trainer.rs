@@ -17,6 +17,7 @@ use ember_qwen3::{Backprop, Qwen3Config, Qwen3ForCausalLM, load_pretrained};
 use crate::checkpoint::{self, Fingerprint, LoopState};
 use crate::config::{FinetuneConfig, ResumeFrom, Strategy};
 use crate::plan::StepPlan;
+use crate::previous::{self, Recovered, SetAside};
 use crate::report::{Banner, Reporter, Summary};
 use crate::state::{LogEntry, TrainerState, write_json};
 use crate::{TrainError, adapter};
@@ -128,7 +129,45 @@ impl<B: AutodiffBackend> Run<B> {
     }
 
     /// Trains to the end (or resumes and continues), writing outputs into `output.output_dir`.
+    ///
+    /// With `overwrite_output_dir`, the previous run is set aside until this one has written its
+    /// first checkpoint or its final adapter, and put back if this one fails before that
+    /// ([`crate::previous`]).
     pub fn train(self, reporter: &mut dyn Reporter) -> Result<RunOutput, TrainError> {
+        let out_dir = self.cfg.output.output_dir.clone();
+        let recovered = previous::recover(&out_dir)?;
+        let resume_dir = resume_checkpoint(&self.cfg)?;
+        let mut aside = None;
+        if resume_dir.is_none() {
+            if self.cfg.output.overwrite_output_dir {
+                aside = previous::set_aside(&out_dir)?;
+            } else {
+                refuse_to_overwrite(&out_dir)?;
+            }
+        }
+        match self.run_loop(reporter, resume_dir, &mut aside, recovered) {
+            Ok(out) => Ok(out),
+            Err(e) => match aside.take() {
+                Some(previous) => {
+                    previous.restore()?;
+                    Err(TrainError::PreviousRunKept {
+                        source: Box::new(e),
+                        dir: out_dir,
+                    })
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Everything of [`Run::train`] after the output directory is prepared.
+    fn run_loop(
+        self,
+        reporter: &mut dyn Reporter,
+        resume_dir: Option<PathBuf>,
+        aside: &mut Option<SetAside>,
+        recovered: Option<Recovered>,
+    ) -> Result<RunOutput, TrainError> {
         let banner = self.banner()?;
         let Run {
             cfg,
@@ -140,14 +179,6 @@ impl<B: AutodiffBackend> Run<B> {
             device,
         } = self;
         let out_dir = cfg.output.output_dir.clone();
-        let resume_dir = resume_checkpoint(&cfg)?;
-        if resume_dir.is_none() {
-            if cfg.output.overwrite_output_dir {
-                clear_previous_run(&out_dir)?;
-            } else {
-                refuse_to_overwrite(&out_dir)?;
-            }
-        }
         std::fs::create_dir_all(&out_dir).map_err(|source| TrainError::Io {
             path: out_dir.clone(),
             source,
@@ -206,6 +237,21 @@ impl<B: AutodiffBackend> Run<B> {
             },
         );
         let mut log_file = crate::report::JsonlLog::open(&out_dir, resume_dir.is_some())?;
+        match recovered {
+            Some(Recovered::Restored) => log_file.note(
+                "an earlier overwrite was interrupted before it saved anything: the run it replaced was put back",
+            )?,
+            Some(Recovered::Discarded) => log_file.note(
+                "an earlier overwrite was interrupted after its first save: the run it replaced was deleted",
+            )?,
+            None => {}
+        }
+        if let Some(previous) = aside.as_ref() {
+            log_file.note(&format!(
+                "starting over: the previous run is kept in {} until this one saves",
+                previous.dir().display()
+            ))?;
+        }
         if let Some(dir) = &resume_dir {
             log_file.note(&format!(
                 "resumed from {} at step {}",
@@ -338,6 +384,9 @@ impl<B: AutodiffBackend> Run<B> {
                     }
                     state.num_input_tokens_seen = ls.tokens_seen;
                     checkpoint::save(&out_dir, &model, &adapter_cfg, &opt, &sched, &state, &ls)?;
+                    if let Some(previous) = aside.take() {
+                        previous.discard()?; // replaced by this run's first checkpoint
+                    }
                     let best = state.best_model_checkpoint.as_ref().map(PathBuf::from);
                     checkpoint::rotate(&out_dir, cfg.output.save_total_limit, best.as_deref())?;
                 }
@@ -379,6 +428,9 @@ impl<B: AutodiffBackend> Run<B> {
         state.log_history.push(final_entry.clone());
         adapter::save(&model, &adapter_cfg, &out_dir)?;
         state.save(&out_dir)?;
+        if let Some(previous) = aside.take() {
+            previous.discard()?; // replaced by this run's final adapter
+        }
         let final_eval = (!data.eval.is_empty()).then(|| {
             eval_loss(
                 &model.valid(),
@@ -478,28 +530,6 @@ fn refuse_to_overwrite(dir: &Path) -> Result<(), TrainError> {
         dir.join(crate::state::TRAINER_STATE_FILE).exists() || !checkpoint::list(dir).is_empty();
     if has_run {
         return Err(TrainError::OutputExists(dir.to_path_buf()));
-    }
-    Ok(())
-}
-
-/// Starting over in `dir`: the previous run's checkpoints and results go, so that a later
-/// `resume_from_checkpoint = true` cannot pick up a checkpoint of the old run.
-fn clear_previous_run(dir: &Path) -> Result<(), TrainError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let io = |source| TrainError::Io {
-            path: path.clone(),
-            source,
-        };
-        if name.starts_with("checkpoint-") || name.starts_with(".tmp-checkpoint-") {
-            std::fs::remove_dir_all(&path).map_err(io)?;
-        } else if crate::OUTPUT_FILES.contains(&name.as_str()) {
-            std::fs::remove_file(&path).map_err(io)?;
-        }
     }
     Ok(())
 }

@@ -515,3 +515,95 @@ fn checkpoints_and_tmp(dir: &Path) -> Vec<String> {
 }
 
 ember_testing::backend_coverage_test!();
+
+/// Every file under `dir` with its bytes (the state a test must find unchanged).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `overwrite_output_dir = true` with a new run that fails before saving anything: the previous
+/// run is back as it was, and the error says so.
+#[test]
+fn a_failed_overwrite_leaves_the_previous_run_as_it_was() {
+    on_every_backend!(a_failed_overwrite_leaves_the_previous_run_as_it_was_on);
+}
+
+fn a_failed_overwrite_leaves_the_previous_run_as_it_was_on<B: AutodiffBackend>() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("run");
+    train::<B>(&config(&out, &["num_train_epochs=1"])).expect("previous run");
+    let before = snapshot(&out);
+    let err = train::<B>(&config(
+        &out,
+        &[
+            "overwrite_output_dir=true",
+            "learning_rate=1e38",
+            "warmup_ratio=0.0",
+            "save_steps=5",
+            "eval_strategy=\"no\"",
+        ],
+    ))
+    .expect_err("the new run fails at step 2");
+    match &err {
+        TrainError::PreviousRunKept { source, .. } => {
+            assert!(matches!(**source, TrainError::NonFinite { .. }), "{err}")
+        }
+        other => panic!("expected the previous run kept, got {other}"),
+    }
+    assert!(err.to_string().contains("put back"), "{err}");
+    assert_eq!(snapshot(&out), before, "the previous run must be as it was");
+    // And a successful overwrite replaces it.
+    train::<B>(&config(
+        &out,
+        &["overwrite_output_dir=true", "num_train_epochs=1"],
+    ))
+    .expect("overwrite");
+    assert!(!out.join(ember_train::previous::PREVIOUS_RUN_DIR).exists());
+}
+
+/// An overwrite killed before its first save: the previous run waits in `.previous-run/`, and the
+/// next start in that directory puts it back as it was.
+#[test]
+fn a_killed_overwrite_gets_the_previous_run_back() {
+    on_every_backend!(a_killed_overwrite_gets_the_previous_run_back_on);
+}
+
+fn a_killed_overwrite_gets_the_previous_run_back_on<B: AutodiffBackend>() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("run");
+    train::<B>(&config(&dir, &[])).expect("previous run");
+    let before = snapshot(&dir);
+    // The child starts over (overwrite_output_dir) and is killed while its first checkpoint is
+    // being written (slowed down to keep it there).
+    let mut child = spawn_child::<B>(&dir, false, Some(60_000));
+    wait_for(
+        || dir.join(".tmp-checkpoint-2").exists(),
+        "the first checkpoint's save",
+    );
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let aside = dir.join(ember_train::previous::PREVIOUS_RUN_DIR);
+    assert_eq!(snapshot(&aside), before, "set aside, unchanged");
+    assert_eq!(
+        ember_train::previous::recover(&dir).expect("recover"),
+        Some(ember_train::previous::Recovered::Restored)
+    );
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "the previous run must be back as it was"
+    );
+}
