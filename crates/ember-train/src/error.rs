@@ -24,6 +24,16 @@ pub enum TrainError {
     Data(#[from] ember_data::DataError),
     #[error(transparent)]
     Optim(#[from] ember_optim::OptimError),
+    #[error(
+        "{what}: token id {id} is outside the model's vocabulary (vocab_size {vocab} in {}/config.json): the tokenizer does not belong to this model",
+        model_dir.display()
+    )]
+    TokenOutOfVocabulary {
+        what: String,
+        id: u32,
+        vocab: usize,
+        model_dir: PathBuf,
+    },
     #[error("the training set is empty after loading {0}")]
     EmptyDataset(String),
     #[error(

@@ -91,6 +91,7 @@ impl<B: AutodiffBackend> Run<B> {
         data: SftData,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
+        check_vocabulary(&data, &model_cfg, &cfg.model.model_name_or_path)?;
         let (model, adapter_cfg) = adapter::attach(model, cfg)?;
         let t = &cfg.train;
         let plan = StepPlan::new(
@@ -504,6 +505,34 @@ pub fn scheduler_args(cfg: &FinetuneConfig) -> Result<SchedulerArgs, TrainError>
         warmup_steps: t.warmup_steps,
         lr_scheduler_kwargs,
     })
+}
+
+/// Every token id of the data (and the padding id) is inside the model's vocabulary: where data
+/// meets the model, before anything runs (an id past `vocab_size` would fail deep inside an
+/// embedding gather).
+fn check_vocabulary(
+    data: &SftData,
+    model: &Qwen3Config,
+    model_dir: &Path,
+) -> Result<(), TrainError> {
+    let vocab = model.vocab_size;
+    let out_of_range = |what: String, id: u32| TrainError::TokenOutOfVocabulary {
+        what,
+        id,
+        vocab,
+        model_dir: model_dir.to_path_buf(),
+    };
+    if data.pad_id as usize >= vocab {
+        return Err(out_of_range("the padding token".into(), data.pad_id));
+    }
+    for (split, examples) in [("train", &data.train), ("eval", &data.eval)] {
+        for (i, ex) in examples.iter().enumerate() {
+            if let Some(&id) = ex.input_ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(out_of_range(format!("{split} example {i}"), id));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The checkpoint to resume from, if the config asks for one. `true` takes the newest complete

@@ -1,0 +1,75 @@
+//! Bad inputs to a run: each a clear error naming what is wrong, before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use ember_backend::AutodiffBackend;
+use ember_testing::on_every_backend;
+use ember_train::{FinetuneConfig, Run, TrainError};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn config(model: &Path, out: &Path) -> FinetuneConfig {
+    let text = format!(
+        "[model]\nmodel_name_or_path = {:?}\n[data]\ndataset_dir = {:?}\ndataset = \"interview_ko\"\n\
+         [train]\nmax_steps = 1\n[output]\noutput_dir = {:?}\n",
+        model,
+        root().join("fixtures/demo"),
+        out
+    );
+    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("t.toml"), &[])
+        .expect("config")
+}
+
+/// The tiny model with `<|im_start|>` moved to id 5000 in its tokenizer (past `vocab_size` 1024):
+/// the template puts it in every example.
+fn model_with_foreign_tokenizer(dir: &Path) -> PathBuf {
+    let src = root().join("fixtures/tiny/qwen3-tiny");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).expect("mkdir");
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), model.join(f)).expect("copy");
+    }
+    let text = std::fs::read_to_string(src.join("tokenizer.json")).expect("tokenizer");
+    let mut tok: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for t in tok["added_tokens"].as_array_mut().expect("added_tokens") {
+        if t["content"] == "<|im_start|>" {
+            t["id"] = 5000.into();
+        }
+    }
+    tok["model"]["vocab"]["<|im_start|>"] = 5000.into();
+    std::fs::write(model.join("tokenizer.json"), tok.to_string()).expect("write");
+    model
+}
+
+#[test]
+fn token_ids_past_the_vocabulary_are_refused_before_training() {
+    on_every_backend!(token_ids_past_the_vocabulary_on);
+}
+
+fn token_ids_past_the_vocabulary_on<B: AutodiffBackend>() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = model_with_foreign_tokenizer(tmp.path());
+    let out = tmp.path().join("out");
+    let err = Run::<B>::load(&config(&model, &out), &Default::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            TrainError::TokenOutOfVocabulary {
+                id: 5000,
+                vocab: 1024,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("train example 0") && msg.contains("config.json"),
+        "{msg}"
+    );
+    assert!(!out.exists(), "nothing written");
+}
