@@ -276,14 +276,13 @@ impl FinetuneConfig {
                     let all = secs
                         .iter()
                         .flat_map(|(s, ks)| ks.iter().map(move |k| (*s, *k)));
-                    let hint = match nearest(k, keys.iter().copied()) {
-                        Some(n) => format!("; did you mean `{n}`?"),
-                        None => match all.clone().find(|(_, kk)| kk == k) {
-                            Some((s, _)) => format!("; `{k}` belongs in [{s}]"),
-                            None => nearest(k, all.map(|(_, kk)| kk))
-                                .map(|n| format!("; did you mean `{n}`?"))
-                                .unwrap_or_default(),
-                        },
+                    // A key of another section says where it belongs before any near miss.
+                    let hint = match all.clone().find(|(_, kk)| kk == k) {
+                        Some((s, _)) => format!("; `{k}` belongs in [{s}]"),
+                        None => nearest(k, keys.iter().copied())
+                            .or_else(|| nearest(k, all.map(|(_, kk)| kk)))
+                            .map(|n| format!("; did you mean `{n}`?"))
+                            .unwrap_or_default(),
                     };
                     return Err(err(
                         &format!("{name}.{k}"),
@@ -302,6 +301,17 @@ impl FinetuneConfig {
                 output: section(&table, "output", file)?,
             })
         })?;
+        // Both spellings given, contradicting each other (LLaMA-Factory has only the second).
+        let train = table.get("train").and_then(|t| t.as_table());
+        let given = |k: &str| train.and_then(|t| t.get(k)).and_then(|v| v.as_bool());
+        if given("gradient_checkpointing") == Some(true)
+            && given("disable_gradient_checkpointing") == Some(true)
+        {
+            return Err(err(
+                "train.gradient_checkpointing",
+                "contradicts `train.disable_gradient_checkpointing = true`; set only one".into(),
+            ));
+        }
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -328,11 +338,28 @@ impl FinetuneConfig {
                 "must be at least 1".into(),
             );
         }
-        if t.learning_rate.is_nan() || t.learning_rate < 0.0 {
+        if !(t.learning_rate.is_finite() && t.learning_rate >= 0.0) {
             return err(
                 "train.learning_rate",
-                format!("must be >= 0, got {}", t.learning_rate),
+                format!("must be finite and >= 0, got {}", t.learning_rate),
             );
+        }
+        // torch.optim.AdamW's own checks.
+        for (key, beta) in [
+            ("train.adam_beta1", t.adam_beta1),
+            ("train.adam_beta2", t.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&beta) {
+                return err(key, format!("must be in [0, 1), got {beta}"));
+            }
+        }
+        for (key, v) in [
+            ("train.adam_epsilon", t.adam_epsilon),
+            ("train.weight_decay", t.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return err(key, format!("must be finite and >= 0, got {v}"));
+            }
         }
         if t.max_steps <= 0 && (t.num_train_epochs.is_nan() || t.num_train_epochs <= 0.0) {
             return err(

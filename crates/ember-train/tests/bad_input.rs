@@ -73,3 +73,76 @@ fn token_ids_past_the_vocabulary_on<B: AutodiffBackend>() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+/// Values torch, HF or LLaMA-Factory refuse are refused where the config is read, naming the key.
+#[test]
+fn impossible_values_are_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let base = format!(
+        "[model]\nmodel_name_or_path = {:?}\n[data]\ndataset_dir = {:?}\ndataset = \"interview_ko\"\n\
+         [output]\noutput_dir = {:?}\n",
+        root().join("fixtures/tiny/qwen3-tiny"),
+        root().join("fixtures/demo"),
+        tmp.path().join("out")
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[train]\nlearning_rate = inf",
+            "train.learning_rate",
+            "finite",
+        ),
+        (
+            "[train]\nlearning_rate = nan",
+            "train.learning_rate",
+            "finite",
+        ),
+        (
+            "[train]\nlearning_rate = -1.0",
+            "train.learning_rate",
+            ">= 0",
+        ),
+        ("[train]\nadam_beta1 = 1.5", "train.adam_beta1", "[0, 1)"),
+        ("[train]\nadam_beta2 = 1.0", "train.adam_beta2", "[0, 1)"),
+        ("[train]\nadam_beta1 = -0.1", "train.adam_beta1", "[0, 1)"),
+        (
+            "[train]\nadam_epsilon = -1e-8",
+            "train.adam_epsilon",
+            ">= 0",
+        ),
+        ("[train]\nweight_decay = -1.0", "train.weight_decay", ">= 0"),
+        (
+            "[train]\nweight_decay = inf",
+            "train.weight_decay",
+            "finite",
+        ),
+        (
+            "[train]\ngradient_checkpointing = true\ndisable_gradient_checkpointing = true",
+            "train.gradient_checkpointing",
+            "disable_gradient_checkpointing",
+        ),
+        (
+            "[lora]\ndisable_shuffling = true",
+            "lora.disable_shuffling",
+            "belongs in [train]",
+        ),
+    ];
+    for (extra, key, words) in cases {
+        // A section given twice is not TOML: put the case's section after the base's.
+        let text = format!("{base}{extra}\n");
+        let err =
+            FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("bad.toml"), &[])
+                .err()
+                .unwrap_or_else(|| panic!("{extra:?} was accepted"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("bad.toml") && msg.contains(key) && msg.contains(words),
+            "{extra:?}: {msg}"
+        );
+    }
+    // The defaults and LLaMA-Factory's own spelling alone are fine.
+    for ok in ["", "[train]\ndisable_gradient_checkpointing = true\n"] {
+        let text = format!("{base}{ok}");
+        FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("ok.toml"), &[])
+            .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+}
