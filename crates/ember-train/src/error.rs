@@ -40,6 +40,10 @@ pub enum TrainError {
         "non-finite {what} at step {step}: training stopped (checkpoints saved before it are kept)"
     )]
     NonFinite { what: &'static str, step: u64 },
+    #[error(
+        "resume_from_checkpoint = true, but {0} holds no complete checkpoint-N to resume from; train without it to start the run"
+    )]
+    NothingToResume(PathBuf),
     #[error("{dir}: cannot resume from it: {reason}")]
     NotACheckpoint { dir: PathBuf, reason: String },
     #[error("{dir}: the checkpoint was written by a different run:\n  {}", differences.join("\n  "))]

@@ -536,13 +536,15 @@ fn check_vocabulary(
 }
 
 /// The checkpoint to resume from, if the config asks for one. `true` takes the newest complete
-/// checkpoint in `output_dir` (none: a fresh start, as HF); an explicit path must be complete.
+/// checkpoint in `output_dir` (none: an error, as HF); an explicit path must be complete.
 pub fn resume_checkpoint(cfg: &FinetuneConfig) -> Result<Option<PathBuf>, TrainError> {
     match &cfg.train.resume_from_checkpoint {
         None | Some(ResumeFrom::Latest(false)) => Ok(None),
-        Some(ResumeFrom::Latest(true)) => Ok(checkpoint::list(&cfg.output.output_dir)
-            .pop()
-            .map(|(_, p)| p)),
+        Some(ResumeFrom::Latest(true)) => match checkpoint::list(&cfg.output.output_dir).pop() {
+            Some((_, p)) => Ok(Some(p)),
+            // HF Trainer: "No valid checkpoint found in output directory".
+            None => Err(TrainError::NothingToResume(cfg.output.output_dir.clone())),
+        },
         Some(ResumeFrom::Path(p)) => match checkpoint::incomplete(p) {
             None => Ok(Some(p.clone())),
             Some(why) => Err(TrainError::NotACheckpoint {

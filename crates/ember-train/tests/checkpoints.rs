@@ -468,7 +468,21 @@ fn killed_runs_resume_to_the_same_adapter_on<B: AutodiffBackend>() {
             }
         }
         let newest = checkpoints(&dir).last().cloned();
-        let mut resumed = spawn_child::<B>(&dir, true, None);
+        if newest.is_none() {
+            // Nothing to resume: asking to is an error (as HF), and nothing is touched.
+            let before = std::fs::read(dir.join("trainer_log.jsonl")).expect("log");
+            let err = train::<B>(&config(&dir, &["resume_from_checkpoint=true"]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("no complete checkpoint"), "{label}: {err}");
+            assert_eq!(
+                std::fs::read(dir.join("trainer_log.jsonl")).ok(),
+                Some(before)
+            );
+        }
+        // Resume when there is a checkpoint; otherwise start over.
+        let mut resumed = spawn_child::<B>(&dir, newest.is_some(), None);
         let status = resumed.wait().expect("resumed child");
         assert!(status.success(), "{label}: the resumed run failed");
         // It resumed from the newest complete checkpoint and did not re-run the steps before it.
