@@ -24,6 +24,12 @@ pub enum LoraError {
         "lora_target {targets} matches no linear layer of the model (its linear layers: {available})"
     )]
     NoTargets { targets: String, available: String },
+    #[error(
+        "lora_target: {names} matches no linear layer of the model (its linear layers: {available})"
+    )]
+    UnknownTargets { names: String, available: String },
+    #[error("layers_to_transform: {missing} not in the model, which has {present}")]
+    MissingLayers { missing: String, present: String },
     #[error("the model has no LoRA adapter")]
     NoAdapters,
     #[error("{dir}: not a PEFT adapter directory: {reason}")]

@@ -76,25 +76,55 @@ pub struct ModelShape {
 impl ModelShape {
     /// The paths of the linear layers `selector` adapts; an error when there are none.
     pub fn select(&self, selector: &TargetSelector) -> Result<Vec<&LinearShape>, LoraError> {
+        let paths = self.linears.iter().map(|l| l.path.as_str());
+        let unknown = selector.unmatched_names(paths.clone());
+        if !unknown.is_empty() {
+            return Err(LoraError::UnknownTargets {
+                names: unknown.join(", "),
+                available: self.leaf_names().join(", "),
+            });
+        }
+        let missing = selector.missing_layers(paths);
+        if !missing.is_empty() {
+            let mut present: Vec<usize> = self
+                .linears
+                .iter()
+                .filter_map(|l| selector.layer_index(&l.path))
+                .collect();
+            present.sort();
+            present.dedup();
+            return Err(LoraError::MissingLayers {
+                missing: format!("{missing:?}"),
+                present: match (present.first(), present.last()) {
+                    (Some(a), Some(b)) => format!("layers {a} to {b}"),
+                    _ => "no numbered layers".into(),
+                },
+            });
+        }
         let chosen: Vec<&LinearShape> = self
             .linears
             .iter()
             .filter(|l| selector.selects(&l.path, &self.output_layers))
             .collect();
         if chosen.is_empty() {
-            let mut leaves: Vec<&str> = self
-                .linears
-                .iter()
-                .map(|l| l.path.rsplit('.').next().unwrap_or(&l.path))
-                .collect();
-            leaves.sort();
-            leaves.dedup();
             return Err(LoraError::NoTargets {
                 targets: selector.targets().describe(),
-                available: leaves.join(", "),
+                available: self.leaf_names().join(", "),
             });
         }
         Ok(chosen)
+    }
+
+    /// The last path component of each linear layer (`q_proj`, ...), sorted, once each.
+    fn leaf_names(&self) -> Vec<&str> {
+        let mut leaves: Vec<&str> = self
+            .linears
+            .iter()
+            .map(|l| l.path.rsplit('.').next().unwrap_or(&l.path))
+            .collect();
+        leaves.sort();
+        leaves.dedup();
+        leaves
     }
 }
 

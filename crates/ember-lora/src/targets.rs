@@ -108,6 +108,35 @@ impl TargetSelector {
         &self.targets
     }
 
+    /// The names of a name list that match none of `paths` (a typo such as `foo_proj`).
+    pub fn unmatched_names<'a>(&self, paths: impl Iterator<Item = &'a str> + Clone) -> Vec<String> {
+        match &self.targets {
+            TargetModules::Names(names) => names
+                .iter()
+                .filter(|n| {
+                    !paths
+                        .clone()
+                        .any(|p| names_match(std::slice::from_ref(*n), p))
+                })
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The `layers_to_transform` indices that no module path has.
+    pub fn missing_layers<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Vec<usize> {
+        let Some(layers) = &self.layers else {
+            return Vec::new();
+        };
+        let present: Vec<usize> = paths.filter_map(|p| self.layer_index(p)).collect();
+        layers
+            .iter()
+            .copied()
+            .filter(|l| !present.contains(l))
+            .collect()
+    }
+
     /// The layer index PEFT reads from a module path, if any.
     pub fn layer_index(&self, path: &str) -> Option<usize> {
         self.layer_regexes

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::module::{AutodiffModule, Module, Param};
-use burn::tensor::{DType, Distribution, ElementConversion, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, ElementConversion, Tensor, TensorData, backend::Backend};
 use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_key};
 use ember_lora::{
@@ -244,8 +244,11 @@ fn forward_adds_the_scaled_adapter_and_keeps_it_f32_on_a_bf16_base() {
         for dtype in [DType::F32, DType::BF16] {
             let mut layer = lin::<B>(3, IN, HID, true, dtype, &device);
             let r = 3;
-            let a = Tensor::<B, 2>::random([r, IN], Distribution::Uniform(-1.0, 1.0), &device);
-            let b = Tensor::<B, 2>::random([HID, r], Distribution::Uniform(-1.0, 1.0), &device);
+            // Not the backend generator: a concurrent test's dropout seeds and draws from it.
+            let a =
+                Tensor::<B, 2>::from_data(TensorData::new(seeded(21, [r, IN]), [r, IN]), &device);
+            let b =
+                Tensor::<B, 2>::from_data(TensorData::new(seeded(22, [HID, r]), [HID, r]), &device);
             layer.set_adapter(a.clone(), b.clone(), 1.5, 0.0);
             let x = input::<B>(&device).cast(dtype);
             let y = layer.forward(x.clone());
@@ -790,6 +793,35 @@ fn a_config_that_matches_nothing_names_the_available_layers() {
         );
         let s: f32 = m.forward(input(&device)).sum().into_scalar().elem();
         assert!(s.is_finite());
+    });
+}
+
+#[test]
+fn a_typo_in_the_targets_or_a_layer_past_the_model_is_named() {
+    on_backends!(Op, |B, device| {
+        let mut m = Toy::<B>::new(DType::F32, &device);
+        // One name matches, one is a typo: the typo is named, nothing is adapted.
+        let c = LoraConfig {
+            lora_target: TargetModules::Names(vec!["up".into(), "upp".into()]),
+            ..LoraConfig::default()
+        };
+        let e = err_of(apply_lora(&mut m, &c, 0));
+        assert!(
+            e.contains("lora_target: upp matches no linear layer")
+                && e.contains("down, lm_head, up"),
+            "{e}"
+        );
+        assert!(ember_lora::adapted_modules(&m).is_empty());
+        // The toy's paths (`layers.0.up`) carry no layer index by PEFT's rule: nothing to pick.
+        let c = LoraConfig {
+            layers_to_transform: Some(vec![1]),
+            ..LoraConfig::default()
+        };
+        let e = err_of(apply_lora(&mut m, &c, 0));
+        assert!(
+            e.contains("layers_to_transform: [1]") && e.contains("no numbered layers"),
+            "{e}"
+        );
     });
 }
 

@@ -121,6 +121,16 @@ fn impossible_values_are_refused_naming_the_key() {
             "disable_gradient_checkpointing",
         ),
         (
+            "[lora]\nlora_target = \"q_proj,foo_proj\"",
+            "lora_target: foo_proj",
+            "q_proj",
+        ),
+        (
+            "[lora]\nlayers_to_transform = [1, 5]",
+            "layers_to_transform: [5]",
+            "layers 0 to 1",
+        ),
+        (
             "[lora]\ndisable_shuffling = true",
             "lora.disable_shuffling",
             "belongs in [train]",
@@ -129,15 +139,24 @@ fn impossible_values_are_refused_naming_the_key() {
     for (extra, key, words) in cases {
         // A section given twice is not TOML: put the case's section after the base's.
         let text = format!("{base}{extra}\n");
-        let err =
-            FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("bad.toml"), &[])
+        // Refused where the config is read (naming the file), or else when the model is there to
+        // check against (lora_target, layers_to_transform).
+        let msg = match FinetuneConfig::from_table(
+            text.parse().expect("toml"),
+            Path::new("bad.toml"),
+            &[],
+        ) {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("bad.toml"), "{extra:?}: {msg}");
+                msg
+            }
+            Ok(cfg) => Run::<ember_backend::FlexBackend>::load(&cfg, &Default::default())
                 .err()
-                .unwrap_or_else(|| panic!("{extra:?} was accepted"));
-        let msg = err.to_string();
-        assert!(
-            msg.contains("bad.toml") && msg.contains(key) && msg.contains(words),
-            "{extra:?}: {msg}"
-        );
+                .unwrap_or_else(|| panic!("{extra:?} was accepted"))
+                .to_string(),
+        };
+        assert!(msg.contains(key) && msg.contains(words), "{extra:?}: {msg}");
     }
     // The defaults and LLaMA-Factory's own spelling alone are fine.
     for ok in ["", "[train]\ndisable_gradient_checkpointing = true\n"] {
