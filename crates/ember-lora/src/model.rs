@@ -84,15 +84,11 @@ impl ModelShape {
                 available: self.leaf_names().join(", "),
             });
         }
-        let missing = selector.missing_layers(paths);
+        let mut present: Vec<usize> = paths.filter_map(|p| selector.layer_index(p)).collect();
+        present.sort();
+        present.dedup();
+        let missing = selector.missing_layers(&present);
         if !missing.is_empty() {
-            let mut present: Vec<usize> = self
-                .linears
-                .iter()
-                .filter_map(|l| selector.layer_index(&l.path))
-                .collect();
-            present.sort();
-            present.dedup();
             return Err(LoraError::MissingLayers {
                 missing: format!("{missing:?}"),
                 present: match (present.first(), present.last()) {

@@ -124,14 +124,11 @@ impl TargetSelector {
         }
     }
 
-    /// The `layers_to_transform` indices that no module path has.
-    pub fn missing_layers<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Vec<usize> {
-        let Some(layers) = &self.layers else {
-            return Vec::new();
-        };
-        let present: Vec<usize> = paths.filter_map(|p| self.layer_index(p)).collect();
-        layers
+    /// The `layers_to_transform` indices not among `present` (the model's layer indices).
+    pub fn missing_layers(&self, present: &[usize]) -> Vec<usize> {
+        self.layers
             .iter()
+            .flatten()
             .copied()
             .filter(|l| !present.contains(l))
             .collect()

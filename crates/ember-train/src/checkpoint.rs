@@ -18,6 +18,11 @@ use crate::config::FinetuneConfig;
 use crate::state::{TrainerState, write_json};
 use crate::{TrainError, adapter};
 
+/// A checkpoint directory's name: this prefix and the step.
+pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
+/// Where a checkpoint is written before it is renamed into place.
+pub const TMP_CHECKPOINT_PREFIX: &str = ".tmp-checkpoint-";
+
 /// ember's own loop state in a checkpoint.
 pub const LOOP_STATE_FILE: &str = "ember_state.json";
 
@@ -116,10 +121,10 @@ pub struct LoopState {
 
 /// HF's checkpoint directory name.
 pub fn checkpoint_dir(output_dir: &Path, step: u64) -> PathBuf {
-    output_dir.join(format!("checkpoint-{step}"))
+    output_dir.join(format!("{CHECKPOINT_PREFIX}{step}"))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
@@ -142,7 +147,7 @@ pub fn save<B: AutodiffBackend>(
     loop_state: &LoopState,
 ) -> Result<PathBuf, TrainError> {
     let dir = checkpoint_dir(output_dir, state.global_step);
-    let tmp = output_dir.join(format!(".tmp-checkpoint-{}", state.global_step));
+    let tmp = output_dir.join(format!("{TMP_CHECKPOINT_PREFIX}{}", state.global_step));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
@@ -169,7 +174,7 @@ pub fn save<B: AutodiffBackend>(
 pub fn step_of(dir: &Path) -> Option<u64> {
     dir.file_name()?
         .to_str()?
-        .strip_prefix("checkpoint-")?
+        .strip_prefix(CHECKPOINT_PREFIX)?
         .parse()
         .ok()
 }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::TrainError;
+use crate::checkpoint::{CHECKPOINT_PREFIX, TMP_CHECKPOINT_PREFIX, io};
 
 /// Where the previous run waits while a new run starts over.
 pub const PREVIOUS_RUN_DIR: &str = ".previous-run";
@@ -20,21 +21,14 @@ pub struct SetAside {
     output_dir: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Whether `name` is one of a run's outputs in `output_dir`.
 fn is_run_output(name: &str) -> bool {
-    name.starts_with("checkpoint-") || crate::OUTPUT_FILES.contains(&name)
+    name.starts_with(CHECKPOINT_PREFIX) || crate::OUTPUT_FILES.contains(&name)
 }
 
 /// A new run's partial outputs, which go when the previous run is put back.
 fn is_partial_output(name: &str) -> bool {
-    is_run_output(name) || name.starts_with(".tmp-checkpoint-")
+    is_run_output(name) || name.starts_with(TMP_CHECKPOINT_PREFIX)
 }
 
 /// Whether the run now in `output_dir` has written something that replaces the previous run: a
