@@ -19,7 +19,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_optim::{AdamW, AdamWConfig, clip_grad_norm};
-use ember_qwen3::{AttentionImpl, Backprop, LossImpl, Qwen3Config, random_model};
+use ember_qwen3::{AttentionImpl, Backprop, LossImpl, ModelInputs, Qwen3Config, random_model};
 use ember_train::trainer::compute_dtype;
 use serde_json::{Value, json};
 
@@ -333,18 +333,16 @@ impl BackendOp for Step {
             let t0 = Instant::now();
             let (loss, mut grads, t1) = if recompute {
                 // Forward and backward interleave: only the total is timed.
-                let (loss, grads) = model.loss_and_grads(
-                    ids.clone(),
-                    Some(mask.clone()),
-                    ids.clone(),
-                    &cfg,
-                    n_items,
-                    Backprop::Recompute,
-                );
+                let inputs = ModelInputs::new(ids.clone()).with_attention_mask(mask.clone());
+                let (loss, grads) = model.loss_and_grads(inputs, n_items, Backprop::Recompute);
                 (loss, grads, None)
             } else {
                 // Backprop::FullGraph, with the forward and backward timed apart.
-                let out = model.forward_loss(ids.clone(), Some(mask.clone()), ids.clone(), &cfg);
+                let out = model.forward_loss(
+                    &ModelInputs::new(ids.clone())
+                        .with_attention_mask(mask.clone())
+                        .with_labels(ids.clone()),
+                );
                 let loss = out.sum.div_scalar(n_items);
                 if profile {
                     B::sync(&device).ok();

@@ -62,9 +62,7 @@ impl BackendOp for Generate {
             }),
             eos_token_ids: cfg.eos_ids(),
         };
-        Ok(model
-            .generate(&cfg, &self.prompt_ids, &settings, &device)?
-            .ids)
+        Ok(model.generate(&self.prompt_ids, &settings, &device)?.ids)
     }
 }
 
