@@ -99,7 +99,7 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
         for layer in layers {
             let mut inner = layer.valid();
             for linear in inner.linears_mut() {
-                linear.force_dropout = true;
+                linear.set_force_dropout(true);
             }
             inputs.push(x.clone());
             x = inner.forward(x, &rope_inner, mask_inner.clone(), None);
