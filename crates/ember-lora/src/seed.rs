@@ -84,4 +84,35 @@ mod tests {
         // SplitMix64 seeded with 0: its first output (Vigna's reference implementation).
         assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
     }
+
+    /// The loops `normal` replaced (ember-qwen3's in f32, ember-lora's in f64), as they were: the
+    /// shared function must give their bits.
+    #[test]
+    fn normal_gives_the_bits_of_the_loops_it_replaced() {
+        use rand::SeedableRng;
+        let rng = || rand::rngs::StdRng::seed_from_u64(42);
+        let (n, std) = (7, 0.02_f64);
+        let mut r = rng();
+        let mut want32 = Vec::new();
+        while want32.len() < n {
+            let u1: f32 = r.random::<f32>().max(f32::MIN_POSITIVE);
+            let u2: f32 = r.random::<f32>();
+            let (rad, t) = ((-2.0 * u1.ln()).sqrt(), std::f32::consts::TAU * u2);
+            want32.push(rad * t.cos() * std as f32);
+            want32.push(rad * t.sin() * std as f32);
+        }
+        want32.truncate(n);
+        assert_eq!(normal(&mut rng(), n, std as f32), want32);
+        let mut r = rng();
+        let mut want64 = Vec::new();
+        while want64.len() < n {
+            let u1: f64 = r.random::<f64>().max(f64::MIN_POSITIVE);
+            let u2: f64 = r.random::<f64>();
+            let (rad, t) = ((-2.0 * u1.ln()).sqrt(), std::f64::consts::TAU * u2);
+            want64.push((rad * t.cos() * std) as f32);
+            want64.push((rad * t.sin() * std) as f32);
+        }
+        want64.truncate(n);
+        assert_eq!(normal(&mut rng(), n, std), want64);
+    }
 }
