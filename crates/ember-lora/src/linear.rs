@@ -12,15 +12,15 @@
 //! # Dropout and its mask
 //!
 //! Dropout acts on the adapter input only, and only while autodiff is enabled (training) or when
-//! [`LoraLinear::set_force_dropout`] is on (the first, gradient-free forward of layer recompute runs on
-//! the inner backend but must draw the masks its recomputation will draw). The mask
-//! is drawn on the device by the backend's random generator, re-seeded with the layer's
+//! [`LoraLinear::set_force_dropout`] is on (the first, gradient-free forward of layer recompute runs
+//! on the inner backend but must draw the masks its recomputation will draw). The mask is drawn on
+//! the device by the backend's random generator, re-seeded with the adapter's
 //! [`LoraAdapter::dropout_seed`] right before the draw. The mask is therefore a function of
 //! `(backend, dropout_seed, input shape)`: running the layer again with the same seed (recomputing
 //! it in the backward pass, for instance) replays exactly the same mask. The caller owns the seeds:
-//! [`crate::set_dropout_seed`] gives every layer of a model a seed derived from one number, and a
+//! [`crate::set_dropout_seed`] gives every adapter of a model a seed derived from one number, and a
 //! training loop must call it with a fresh number for every micro-batch (otherwise every step reuses
-//! the same masks). The backend generator is process-global: seeding and drawing happen under one
+//! the same masks); an adapter installed by [`crate::load_peft`] starts with seed 0. The backend generator is process-global: seeding and drawing happen under one
 //! process-wide lock ([`DROPOUT_DRAW`]), so threads training (or testing) concurrently do not
 //! perturb each other's masks; other code drawing from a backend's generator at the same time
 //! still could.
