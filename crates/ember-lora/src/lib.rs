@@ -1,18 +1,28 @@
-//! LoRA for Burn models, interchangeable with PEFT.
+//! LoRA for Burn models, interchangeable with PEFT. What lives where:
 //!
-//! - [`linear`]: [`LoraLinear`], a frozen linear layer that can carry an adapter, computed as PEFT
-//!   does (`x Wᵀ + b + scaling · B(A(dropout(x)))`, f32 factors); models use it for every projection
-//!   so that they gain adapters without a second copy of their code. How dropout masks are seeded.
+//! - [`linear`]: [`LoraLinear`], a frozen linear layer that can carry an adapter; models use it for
+//!   every projection so that they gain adapters without a second copy of their code. How dropout
+//!   masks are seeded ([`linear::DROPOUT_DRAW`]), and why the adapter's parameters keep the paths
+//!   `q_proj.lora_a` / `q_proj.lora_b`.
+//! - [`adapter`]: [`LoraAdapter`] (factors, scaling, dropout) and the variant seam, PEFT's
+//!   `LoraVariant`: [`LoraVariant`] says which computation an adapter performs, [`AdapterVariant`]
+//!   is that computation (init, forward, merge), [`PlainLora`] the first one. **A new variant (DoRA)
+//!   goes there**: its steps are listed in that module's documentation.
 //! - [`model`]: [`LoraModel`], what a model exposes (its linear layers by HF module path);
 //!   [`apply_lora`] adds seeded, PEFT-initialised adapters; [`set_dropout_seed`].
+//! - [`seed`]: the seeded randomness shared with other crates (FNV-1a name hash, SplitMix64,
+//!   Box-Muller normals); committed fixtures depend on its exact bits.
 //! - [`config`]: [`LoraConfig`], the settings under LLaMA-Factory's names (a TOML `[lora]` section).
 //! - [`targets`]: PEFT's rules for which modules an adapter covers.
 //! - [`report`]: [`ParamReport`], the trainable-parameter line PEFT prints, from shapes alone.
-//! - [`peft`]: the PEFT adapter directory: [`save_peft`], [`load_peft`], [`AdapterConfig`].
+//! - [`peft`]: the PEFT adapter directory: [`save_peft`], [`load_peft`], [`AdapterConfig`]
+//!   (`adapter_config.json`, read with serde and validated); the PEFT tensor keys
+//!   ([`peft::adapter_key`]).
 //! - [`merge`]: [`merge`](merge::merge) / [`unmerge`] in memory, [`export_merged`] to an HF model
 //!   directory.
 //! - [`error`]: the error type, [`LoraError`].
 
+pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod linear;
@@ -20,9 +30,11 @@ pub mod merge;
 pub mod model;
 pub mod peft;
 pub mod report;
+pub mod seed;
 mod st;
 pub mod targets;
 
+pub use adapter::{AdapterVariant, LoraAdapter, LoraVariant, PlainLora};
 pub use config::{InitLoraWeights, LoraConfig};
 pub use error::LoraError;
 pub use linear::LoraLinear;

@@ -28,12 +28,7 @@ pub fn unmerge<B: Backend, M: LoraModel<B>>(model: &mut M) {
 /// Merges and drops the adapters, leaving a plain model (PEFT `merge_and_unload`).
 pub fn merge_and_unload<B: Backend, M: LoraModel<B>>(model: &mut M) {
     for (_, layer) in model.lora_linears_mut() {
-        layer.merge();
-        layer.lora_a = None;
-        layer.lora_b = None;
-        layer.merged = false;
-        layer.scaling = 0.0;
-        layer.dropout = 0.0;
+        layer.merge_and_unload();
     }
 }
 

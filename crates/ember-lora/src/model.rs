@@ -7,7 +7,9 @@ use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::{Rng, SeedableRng};
 
+use crate::adapter::{LoraAdapter, LoraVariant};
 use crate::config::{InitLoraWeights, LoraConfig};
+use crate::seed::{fnv1a, normal, splitmix64};
 use crate::targets::TargetSelector;
 use crate::{LoraError, LoraLinear};
 
@@ -48,10 +50,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
 }
 
 fn adapter_params<B: Backend>(l: &LoraLinear<B>) -> usize {
-    let n = |p: &Option<burn::module::Param<Tensor<B, 2>>>| {
-        p.as_ref().map_or(0, |p| p.shape().num_elements())
-    };
-    n(&l.lora_a) + n(&l.lora_b)
+    l.adapter().map_or(0, LoraAdapter::num_adapter_params)
 }
 
 /// One adaptable linear layer: its HF module path and features.
@@ -124,24 +123,9 @@ impl ModelShape {
     }
 }
 
-/// FNV-1a: a stable per-name hash (std's hasher is randomised per process).
-pub(crate) fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// SplitMix64's finaliser: decorrelates seeds that differ in few bits.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// The seed of the layer at `path` for a run-wide `seed`.
 pub fn layer_seed(seed: u64, path: &str) -> u64 {
-    mix(seed ^ mix(name_hash(path)))
+    splitmix64(seed ^ splitmix64(fnv1a(path)))
 }
 
 /// `n` draws of U(-bound, bound) in f32.
@@ -149,21 +133,6 @@ fn uniform(rng: &mut impl Rng, n: usize, bound: f64) -> Vec<f32> {
     (0..n)
         .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
         .collect()
-}
-
-/// `n` draws of N(0, std²) in f32 (Box-Muller in f64).
-fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n + 1);
-    while v.len() < n {
-        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-        let u2: f64 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = std::f64::consts::TAU * u2;
-        v.push((r * t.cos() * std) as f32);
-        v.push((r * t.sin() * std) as f32);
-    }
-    v.truncate(n);
-    v
 }
 
 /// The initial `(A [r, in], B [out, r])` of one layer, drawn on the host so that every backend gets the
@@ -217,13 +186,15 @@ pub fn apply_lora<B: Backend, M: LoraModel<B>>(
         let (inp, out) = layer.dims();
         let (a, b) = initial_factors(&cfg.init_lora_weights, r, inp, out, seed, &path);
         let device = layer.weight.device();
-        layer.set_adapter(
+        let mut adapter = LoraAdapter::new(
+            LoraVariant::Lora,
             Tensor::from_data(a, &device),
             Tensor::from_data(b, &device),
             cfg.scaling(),
             cfg.lora_dropout,
         );
-        layer.dropout_seed = layer_seed(seed, &path);
+        adapter.dropout_seed = layer_seed(seed, &path);
+        layer.install(adapter);
     }
     Ok(chosen)
 }
@@ -238,12 +209,14 @@ pub fn adapted_modules<B: Backend, M: LoraModel<B>>(model: &M) -> Vec<String> {
         .collect()
 }
 
-/// Gives every layer the dropout seed `layer_seed(seed, path)`. Call it before each training forward
+/// Gives every adapter the dropout seed `layer_seed(seed, path)`. Call it before each training forward
 /// with a new `seed` (e.g. derived from the run seed and the micro-batch number); calling it again with
 /// the same `seed` replays the same masks. See [`crate::linear`] for how masks are drawn.
 pub fn set_dropout_seed<B: Backend, M: LoraModel<B>>(model: &mut M, seed: u64) {
     for (path, layer) in model.lora_linears_mut() {
-        layer.dropout_seed = layer_seed(seed, &path);
+        if let Some(adapter) = layer.adapter_mut() {
+            adapter.dropout_seed = layer_seed(seed, &path);
+        }
     }
 }
 

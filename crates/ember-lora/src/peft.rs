@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, backend::Backend};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::LoraError;
 use crate::config::{InitLoraWeights, LoraConfig, scaling};
@@ -178,139 +179,12 @@ impl AdapterConfig {
             path: path.to_path_buf(),
             reason,
         };
-        let unsupported = |field: &str, value: &Value, hint: Option<&str>| LoraError::Unsupported {
-            context: path.display().to_string(),
-            field: field.to_string(),
-            value: value.to_string(),
-            hint: hint.map(str::to_string),
-        };
-        let obj: &Map<String, Value> = v
-            .as_object()
-            .ok_or_else(|| bad("not a JSON object".into()))?;
-        let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-        match get("peft_type").and_then(Value::as_str) {
-            Some("LORA") => {}
-            Some(_) => {
-                return Err(unsupported(
-                    "peft_type",
-                    &obj["peft_type"],
-                    Some("only LORA adapters"),
-                ));
-            }
-            None => return Err(bad("`peft_type` is missing".into())),
+        if !v.is_object() {
+            return Err(bad("not a JSON object".into()));
         }
-        for field in UNSUPPORTED_WHEN_SET {
-            if let Some(v) = obj.get(*field).filter(|v| !is_unset(v)) {
-                return Err(unsupported(field, v, None));
-            }
-        }
-        if let Some(b) = get("bias").filter(|b| b.as_str() != Some("none")) {
-            return Err(unsupported("bias", b, Some("only \"none\" is implemented")));
-        }
-        let number = |k: &str, default: f64| -> Result<f64, LoraError> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .ok_or_else(|| bad(format!("`{k}` is not a number: {v}"))),
-            }
-        };
-        let r = match get("r") {
-            None => 8,
-            Some(v) => v
-                .as_u64()
-                .filter(|r| *r > 0)
-                .ok_or_else(|| bad(format!("`r` must be a positive integer, found {v}")))?
-                as usize,
-        };
-        let targets = |k: &str| -> Result<Option<TargetModules>, LoraError> {
-            match get(k) {
-                None => Ok(None),
-                Some(Value::String(s)) if s == "all-linear" => Ok(Some(TargetModules::AllLinear)),
-                Some(Value::String(s)) => Ok(Some(TargetModules::Regex(s.clone()))),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| bad(format!("`{k}` holds a non-string: {x}")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|n| Some(TargetModules::Names(n))),
-                Some(v) => Err(bad(format!("`{k}` must be a list or a string, found {v}"))),
-            }
-        };
-        let target_modules = targets("target_modules")?.ok_or_else(|| {
-            bad(
-                "`target_modules` is missing (PEFT's per-architecture defaults are not supported)"
-                    .into(),
-            )
-        })?;
-        let layers_to_transform = match get("layers_to_transform") {
-            None => None,
-            Some(Value::Number(n)) => Some(vec![
-                n.as_u64()
-                    .ok_or_else(|| bad(format!("`layers_to_transform`: {n}")))?
-                    as usize,
-            ]),
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .map(|x| {
-                        x.as_u64()
-                            .map(|i| i as usize)
-                            .ok_or_else(|| bad(format!("`layers_to_transform` holds {x}")))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Some(v) => {
-                return Err(bad(format!(
-                    "`layers_to_transform` must be an int or a list, found {v}"
-                )));
-            }
-        };
-        let layers_pattern = match get("layers_pattern") {
-            None => None,
-            Some(Value::String(s)) => Some(vec![s.clone()]),
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| bad(format!("`layers_pattern` holds {x}")))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Some(v) => {
-                return Err(bad(format!(
-                    "`layers_pattern` must be a string or a list, found {v}"
-                )));
-            }
-        };
-        let cfg = Self {
-            r,
-            lora_alpha: number("lora_alpha", 8.0)?,
-            lora_dropout: number("lora_dropout", 0.0)?,
-            use_rslora: get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
-            target_modules,
-            exclude_modules: targets("exclude_modules")?,
-            layers_to_transform,
-            layers_pattern,
-            init_lora_weights: get("init_lora_weights")
-                .map(InitLoraWeights::from_json)
-                .unwrap_or_default(),
-            base_model_name_or_path: get("base_model_name_or_path")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            task_type: get("task_type").and_then(Value::as_str).map(str::to_string),
-        };
-        if !(0.0..1.0).contains(&cfg.lora_dropout) {
-            return Err(bad(format!(
-                "`lora_dropout` = {} must be in [0, 1)",
-                cfg.lora_dropout
-            )));
-        }
-        cfg.selector().map_err(bad)?;
-        Ok(cfg)
+        // Every field accepts any JSON (`Shape::Other`), so this fails only on a non-object.
+        let raw = PeftJson::deserialize(v).map_err(|e| bad(e.to_string()))?;
+        raw.validate(path)
     }
 
     /// Reads `dir/adapter_config.json`.
@@ -323,6 +197,198 @@ impl AdapterConfig {
         })?;
         Self::from_json(&v, &path)
     }
+}
+
+/// A field PEFT writes in one of a few shapes. Anything else lands in `Other`, kept for the message
+/// [`PeftJson::validate`] gives (serde's own would not name the field).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Shape<T> {
+    Ok(T),
+    Other(Value),
+}
+
+/// A value or a list of them (PEFT accepts both for several fields).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+/// `adapter_config.json` as written, the fields ember reads typed; `null` reads as absent (as in
+/// PEFT). [`PeftJson::validate`] turns it into an [`AdapterConfig`].
+#[derive(Deserialize)]
+struct PeftJson {
+    peft_type: Option<Shape<String>>,
+    r: Option<Shape<u64>>,
+    lora_alpha: Option<Shape<f64>>,
+    lora_dropout: Option<Shape<f64>>,
+    use_rslora: Option<Shape<bool>>,
+    bias: Option<Shape<String>>,
+    target_modules: Option<Shape<OneOrMany<String>>>,
+    exclude_modules: Option<Shape<OneOrMany<String>>>,
+    layers_to_transform: Option<Shape<OneOrMany<u64>>>,
+    layers_pattern: Option<Shape<OneOrMany<String>>>,
+    init_lora_weights: Option<Shape<InitLoraWeights>>,
+    base_model_name_or_path: Option<Shape<String>>,
+    task_type: Option<Shape<String>>,
+    /// Everything else, checked against [`UNSUPPORTED_WHEN_SET`].
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
+}
+
+impl PeftJson {
+    /// The checks and defaults of PEFT's `LoraConfig`, as far as ember implements them.
+    fn validate(self, path: &Path) -> Result<AdapterConfig, LoraError> {
+        let bad = |reason: String| LoraError::AdapterConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let unsupported = |field: &str, value: &Value, hint: Option<&str>| LoraError::Unsupported {
+            context: path.display().to_string(),
+            field: field.to_string(),
+            value: value.to_string(),
+            hint: hint.map(str::to_string),
+        };
+        match self.peft_type {
+            Some(Shape::Ok(t)) if t == "LORA" => {}
+            Some(Shape::Ok(t)) => {
+                return Err(unsupported(
+                    "peft_type",
+                    &Value::String(t),
+                    Some("only LORA adapters"),
+                ));
+            }
+            Some(Shape::Other(v)) => {
+                return Err(unsupported("peft_type", &v, Some("only LORA adapters")));
+            }
+            None => return Err(bad("`peft_type` is missing".into())),
+        }
+        for field in UNSUPPORTED_WHEN_SET {
+            if let Some(v) = self.rest.get(*field).filter(|v| !is_unset(v)) {
+                return Err(unsupported(field, v, None));
+            }
+        }
+        match self.bias {
+            None => {}
+            Some(Shape::Ok(b)) if b == "none" => {}
+            Some(Shape::Ok(b)) => {
+                return Err(unsupported(
+                    "bias",
+                    &Value::String(b),
+                    Some("only \"none\" is implemented"),
+                ));
+            }
+            Some(Shape::Other(v)) => {
+                return Err(unsupported(
+                    "bias",
+                    &v,
+                    Some("only \"none\" is implemented"),
+                ));
+            }
+        }
+        let number = |k: &str, v: Option<Shape<f64>>, default: f64| match v {
+            None => Ok(default),
+            Some(Shape::Ok(x)) => Ok(x),
+            Some(Shape::Other(v)) => Err(bad(format!("`{k}` is not a number: {v}"))),
+        };
+        let r = match self.r {
+            None => 8,
+            Some(Shape::Ok(r)) if r > 0 => r as usize,
+            Some(Shape::Ok(r)) => {
+                return Err(bad(format!("`r` must be a positive integer, found {r}")));
+            }
+            Some(Shape::Other(v)) => {
+                return Err(bad(format!("`r` must be a positive integer, found {v}")));
+            }
+        };
+        let targets = |k: &str, v: Option<Shape<OneOrMany<String>>>| match v {
+            None => Ok(None),
+            Some(Shape::Ok(OneOrMany::One(s))) if s == "all-linear" => {
+                Ok(Some(TargetModules::AllLinear))
+            }
+            Some(Shape::Ok(OneOrMany::One(s))) => Ok(Some(TargetModules::Regex(s))),
+            Some(Shape::Ok(OneOrMany::Many(n))) => Ok(Some(TargetModules::Names(n))),
+            Some(Shape::Other(v)) => Err(bad(match first_not(&v, Value::is_string) {
+                Some(x) => format!("`{k}` holds a non-string: {x}"),
+                None => format!("`{k}` must be a list or a string, found {v}"),
+            })),
+        };
+        let target_modules = targets("target_modules", self.target_modules)?.ok_or_else(|| {
+            bad(
+                "`target_modules` is missing (PEFT's per-architecture defaults are not supported)"
+                    .into(),
+            )
+        })?;
+        let layers_to_transform = match self.layers_to_transform {
+            None => None,
+            Some(Shape::Ok(OneOrMany::One(i))) => Some(vec![i as usize]),
+            Some(Shape::Ok(OneOrMany::Many(v))) => {
+                Some(v.into_iter().map(|i| i as usize).collect())
+            }
+            Some(Shape::Other(v)) => {
+                return Err(bad(match (&v, first_not(&v, Value::is_u64)) {
+                    (Value::Number(n), _) => format!("`layers_to_transform`: {n}"),
+                    (_, Some(x)) => format!("`layers_to_transform` holds {x}"),
+                    _ => format!("`layers_to_transform` must be an int or a list, found {v}"),
+                }));
+            }
+        };
+        let layers_pattern = match self.layers_pattern {
+            None => None,
+            Some(Shape::Ok(OneOrMany::One(s))) => Some(vec![s]),
+            Some(Shape::Ok(OneOrMany::Many(v))) => Some(v),
+            Some(Shape::Other(v)) => {
+                return Err(bad(match first_not(&v, Value::is_string) {
+                    Some(x) => format!("`layers_pattern` holds {x}"),
+                    None => format!("`layers_pattern` must be a string or a list, found {v}"),
+                }));
+            }
+        };
+        let use_rslora = match self.use_rslora {
+            None => false,
+            Some(Shape::Ok(b)) => b,
+            Some(Shape::Other(v)) => {
+                return Err(bad(format!("`use_rslora` is not a boolean: {v}")));
+            }
+        };
+        // Informational fields: a value of another type is dropped, not an error.
+        let text = |v: Option<Shape<String>>| match v {
+            Some(Shape::Ok(s)) => Some(s),
+            _ => None,
+        };
+        let cfg = AdapterConfig {
+            r,
+            lora_alpha: number("lora_alpha", self.lora_alpha, 8.0)?,
+            lora_dropout: number("lora_dropout", self.lora_dropout, 0.0)?,
+            use_rslora,
+            target_modules,
+            exclude_modules: targets("exclude_modules", self.exclude_modules)?,
+            layers_to_transform,
+            layers_pattern,
+            init_lora_weights: match self.init_lora_weights {
+                None => InitLoraWeights::default(),
+                Some(Shape::Ok(i)) => i,
+                Some(Shape::Other(v)) => InitLoraWeights::from_json(&v),
+            },
+            base_model_name_or_path: text(self.base_model_name_or_path),
+            task_type: text(self.task_type),
+        };
+        if !(0.0..1.0).contains(&cfg.lora_dropout) {
+            return Err(bad(format!(
+                "`lora_dropout` = {} must be in [0, 1)",
+                cfg.lora_dropout
+            )));
+        }
+        cfg.selector().map_err(bad)?;
+        Ok(cfg)
+    }
+}
+
+/// The first element of the array `v` that fails `ok`; `None` when `v` is no array.
+fn first_not(v: &Value, ok: fn(&Value) -> bool) -> Option<&Value> {
+    v.as_array()?.iter().find(|x| !ok(x))
 }
 
 fn check_adapter_dir(dir: &Path) -> Result<(), LoraError> {
@@ -394,7 +460,7 @@ pub fn save_peft<B: Backend, M: LoraModel<B>>(
     }
     let mut tensors: Vec<(String, OwnedTensor)> = Vec::new();
     for (path, layer) in model.lora_linears() {
-        let (Some(a), Some(b)) = (&layer.lora_a, &layer.lora_b) else {
+        let Some(adapter) = layer.adapter() else {
             continue;
         };
         if layer.rank() != Some(cfg.r) {
@@ -404,14 +470,14 @@ pub fn save_peft<B: Backend, M: LoraModel<B>>(
                 cfg.r
             )));
         }
-        if (layer.scaling - cfg.scaling()).abs() > 1e-9 * cfg.scaling().abs() {
+        if (adapter.scaling - cfg.scaling()).abs() > 1e-9 * cfg.scaling().abs() {
             return Err(mismatch(format!(
                 "{path} has scaling {}, the config gives {}",
-                layer.scaling,
+                adapter.scaling,
                 cfg.scaling()
             )));
         }
-        for (factor, p) in [('A', a), ('B', b)] {
+        for (factor, p) in [('A', &adapter.lora_a), ('B', &adapter.lora_b)] {
             let data = p.val().detach().cast(burn::tensor::DType::F32).into_data();
             let t = OwnedTensor::from_data(data)
                 .ok_or_else(|| mismatch("adapter is not f32".into()))?;
@@ -580,4 +646,76 @@ pub fn load_peft<B: Backend, M: LoraModel<B>>(
         }
     }
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(v: Value) -> Result<AdapterConfig, String> {
+        AdapterConfig::from_json(&v, Path::new("adapter_config.json")).map_err(|e| e.to_string())
+    }
+
+    fn with(key: &str, value: Value) -> Result<AdapterConfig, String> {
+        let mut v = json!({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]});
+        v[key] = value;
+        read(v)
+    }
+
+    #[test]
+    fn reads_peft_defaults_and_shapes() {
+        let c = read(json!({
+            "peft_type": "LORA",
+            "target_modules": "all-linear",
+            "layers_to_transform": 1,
+            "layers_pattern": "layers",
+            "lora_alpha": 16,
+            "use_dora": false,
+            "modules_to_save": null,
+            "task_type": null,
+        }))
+        .expect("valid");
+        assert_eq!(c.r, 8);
+        assert_eq!(c.lora_alpha, 16.0);
+        assert_eq!(c.target_modules, TargetModules::AllLinear);
+        assert_eq!(c.layers_to_transform, Some(vec![1]));
+        assert_eq!(c.layers_pattern, Some(vec!["layers".to_string()]));
+        assert_eq!(c.init_lora_weights, InitLoraWeights::Kaiming);
+        assert_eq!(c.task_type, None);
+        let c = with("target_modules", json!("^.*q_proj$")).expect("regex");
+        assert_eq!(c.target_modules, TargetModules::Regex("^.*q_proj$".into()));
+        let c = with("init_lora_weights", json!("gaussian")).expect("gaussian");
+        assert_eq!(c.init_lora_weights, InitLoraWeights::Gaussian);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let e = |r: Result<AdapterConfig, String>| r.expect_err("invalid");
+        assert!(e(read(json!([1]))).contains("not a JSON object"));
+        assert!(e(read(json!({"r": 4}))).contains("`peft_type` is missing"));
+        let ia3 = e(with("peft_type", json!("IA3")));
+        assert!(ia3.contains("`peft_type` = \"IA3\" is not supported (only LORA adapters)"));
+        assert!(e(with("use_dora", json!(true))).contains("`use_dora` = true is not supported"));
+        assert!(e(with("bias", json!("all"))).contains("only \"none\" is implemented"));
+        assert!(e(with("r", json!(0))).contains("`r` must be a positive integer, found 0"));
+        assert!(e(with("r", json!(2.5))).contains("`r` must be a positive integer, found 2.5"));
+        assert!(e(with("lora_alpha", json!("8"))).contains("`lora_alpha` is not a number: \"8\""));
+        assert!(e(with("lora_dropout", json!(1.0))).contains("must be in [0, 1)"));
+        assert!(
+            e(with("target_modules", json!(["q_proj", 3])))
+                .contains("`target_modules` holds a non-string: 3")
+        );
+        assert!(
+            e(with("exclude_modules", json!(7)))
+                .contains("`exclude_modules` must be a list or a string, found 7")
+        );
+        assert!(e(with("target_modules", Value::Null)).contains("`target_modules` is missing"));
+        assert!(e(with("layers_to_transform", json!(-1))).contains("`layers_to_transform`: -1"));
+        assert!(
+            e(with("layers_to_transform", json!([0, "a"])))
+                .contains("`layers_to_transform` holds \"a\"")
+        );
+        assert!(e(with("layers_pattern", json!([1]))).contains("`layers_pattern` holds 1"));
+        assert!(e(with("use_rslora", json!("yes"))).contains("`use_rslora` is not a boolean"));
+    }
 }

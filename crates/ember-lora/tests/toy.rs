@@ -180,13 +180,10 @@ fn init_follows_peft_and_is_the_same_on_every_backend() {
                 .into_iter()
                 .filter(|(_, l)| l.has_adapter())
                 .map(|(p, l)| {
-                    let a = l.lora_a.as_ref().expect("a");
+                    let ad = l.adapter().expect("adapter");
+                    let a = &ad.lora_a;
                     assert_eq!(a.val().dtype(), DType::F32);
-                    (
-                        p,
-                        to_vec(a.val()),
-                        to_vec(l.lora_b.as_ref().expect("b").val()),
-                    )
+                    (p, to_vec(a.val()), to_vec(ad.lora_b.val()))
                 })
                 .collect()
         }
@@ -253,7 +250,10 @@ fn forward_adds_the_scaled_adapter_and_keeps_it_f32_on_a_bf16_base() {
             let x = input::<B>(&device).cast(dtype);
             let y = layer.forward(x.clone());
             assert_eq!(y.dtype(), dtype);
-            assert_eq!(layer.lora_a.as_ref().expect("a").val().dtype(), DType::F32);
+            assert_eq!(
+                layer.adapter().expect("adapter").lora_a.val().dtype(),
+                DType::F32
+            );
             // Host reference in f64.
             let (xv, wv, bv) = (
                 to_vec(x),
@@ -307,7 +307,7 @@ fn only_the_adapter_factors_get_gradients() {
                     "{path}.bias is frozen but got a gradient"
                 );
             }
-            if let (Some(a), Some(b)) = (&l.lora_a, &l.lora_b) {
+            if let Some((a, b)) = l.adapter().map(|ad| (&ad.lora_a, &ad.lora_b)) {
                 let ga = a.grad(&grads).expect("lora_a gradient");
                 let gb = b.grad(&grads).expect("lora_b gradient");
                 assert_eq!(ga.dims(), a.dims());
@@ -341,7 +341,9 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         let no_dropout = {
             let mut m0 = m.clone();
             for (_, l) in m0.lora_linears_mut() {
-                l.dropout = 0.0;
+                if let Some(ad) = l.adapter_mut() {
+                    ad.dropout = 0.0;
+                }
             }
             to_vec(m0.forward(x.clone()))
         };
@@ -367,8 +369,8 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         );
         // With B = 0 the adapter adds nothing, so dropout on its input must change nothing.
         for (_, l) in m.lora_linears_mut() {
-            if let Some(b) = l.lora_b.take() {
-                l.lora_b = Some(Param::from_tensor(b.val().zeros_like()));
+            if let Some(ad) = l.adapter_mut() {
+                ad.lora_b = Param::from_tensor(ad.lora_b.val().zeros_like());
             }
         }
         let mut base = Toy::<B>::new(DType::F32, &device);
@@ -376,6 +378,66 @@ fn dropout_touches_only_the_adapter_input_in_training_and_replays_from_its_seed(
         assert!(
             max_abs_diff(&to_vec(m.forward(x.clone())), &to_vec(base.forward(x))) < 1e-6,
             "dropout reached the base path"
+        );
+    });
+}
+
+/// The dotted float-parameter paths a visitor sees (how ember-optim keys optimizer state).
+#[derive(Default)]
+struct Paths {
+    stack: Vec<String>,
+    out: Vec<String>,
+}
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Paths {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<B, D>>) {
+        self.out.push(self.stack.join("."));
+    }
+}
+
+fn paths<B: Backend, M: Module<B>>(m: &M) -> Vec<String> {
+    let mut v = Paths::default();
+    m.visit(&mut v);
+    v.out
+}
+
+#[test]
+fn adapter_parameters_keep_the_paths_optimizer_state_is_saved_under() {
+    on_backends!(PathsOp, |B, device| {
+        let mut m = Toy::<B>::new(DType::F32, &device);
+        apply_lora(&mut m, &cfg(2, InitLoraWeights::Random), 1).expect("apply");
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for (name, bias) in [("up", true), ("down", false)] {
+                want.push(format!("layers.{i}.{name}.weight"));
+                if bias {
+                    want.push(format!("layers.{i}.{name}.bias"));
+                }
+                want.push(format!("layers.{i}.{name}.lora_a"));
+                want.push(format!("layers.{i}.{name}.lora_b"));
+            }
+        }
+        want.push("lm_head.weight".to_string());
+        assert_eq!(paths::<B, _>(&m), want);
+        let inner = m.valid();
+        assert_eq!(paths::<B::InnerBackend, _>(&inner), want);
+        let back = Toy::<B>::from_inner(inner);
+        assert_eq!(paths::<B, _>(&back), want);
+        let adapter: usize = m
+            .lora_linears()
+            .iter()
+            .filter_map(|(_, l)| l.adapter())
+            .map(|a| a.lora_a.shape().num_elements() + a.lora_b.shape().num_elements())
+            .sum();
+        assert_eq!(
+            m.num_params(),
+            Toy::<B>::new(DType::F32, &device).num_params() + adapter
         );
     });
 }
@@ -389,7 +451,7 @@ fn merge_unmerge_and_unload_keep_the_function() {
         let w0 = to_vec(m.layers[0].up.weight.val());
         let y = to_vec(m.forward(x.clone()));
         merge(&mut m);
-        assert!(m.layers[0].up.merged);
+        assert!(m.layers[0].up.adapter().expect("adapter").is_merged());
         assert!(
             max_abs_diff(&to_vec(m.layers[0].up.weight.val()), &w0) > 1e-3,
             "merge did not change the weight"
@@ -593,8 +655,12 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
             "reloaded adapter differs"
         );
         for ((p, a), (_, b)) in m.lora_linears().into_iter().zip(back.lora_linears()) {
-            assert_eq!(a.scaling, b.scaling, "{p}");
-            if let (Some(x), Some(y)) = (&a.lora_a, &b.lora_a) {
+            let scaling = |l: &LoraLinear<_>| l.adapter().map(|ad| ad.scaling);
+            assert_eq!(scaling(a), scaling(b), "{p}");
+            if let (Some(x), Some(y)) = (
+                a.adapter().map(|ad| &ad.lora_a),
+                b.adapter().map(|ad| &ad.lora_a),
+            ) {
                 assert_eq!(to_vec(x.val()), to_vec(y.val()), "{p}");
             }
         }

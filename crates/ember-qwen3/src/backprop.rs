@@ -82,7 +82,7 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
         let mut inner = self.valid();
         for layer in &mut inner.model.layers {
             for linear in layer.linears_mut() {
-                linear.force_dropout = true;
+                linear.set_force_dropout(true);
             }
         }
         let inner_input = DecoderInput {

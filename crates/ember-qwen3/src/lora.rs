@@ -5,7 +5,20 @@
 use burn::tensor::backend::Backend;
 use ember_lora::{LinearShape, LoraLinear, LoraModel, ModelShape};
 
+use crate::model::DecoderLayer;
 use crate::{Qwen3Config, Qwen3ForCausalLM};
+
+/// The seven projections of a decoder layer, under their HF paths below `model.layers.N`, in the
+/// order of [`DecoderLayer::linears_mut`] and of every list of a layer's linear layers.
+pub const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
 
 /// The projections of one decoder layer: `(HF path under model.layers.N, in, out, has bias)`.
 fn layer_linears(c: &Qwen3Config) -> [(&'static str, usize, usize, bool); 7] {
@@ -15,14 +28,30 @@ fn layer_linears(c: &Qwen3Config) -> [(&'static str, usize, usize, bool); 7] {
         c.kv_heads() * c.head_dim,
     );
     let b = c.attention_bias;
+    // (in, out, bias) in PROJECTIONS order.
+    let dims = [
+        (h, q, b),
+        (h, kv, b),
+        (h, kv, b),
+        (q, h, b),
+        (h, i, false),
+        (h, i, false),
+        (i, h, false),
+    ];
+    std::array::from_fn(|k| (PROJECTIONS[k], dims[k].0, dims[k].1, dims[k].2))
+}
+
+/// A layer's projections, read-only, in [`PROJECTIONS`] order (as [`DecoderLayer::linears_mut`]).
+fn linears<B: Backend>(l: &DecoderLayer<B>) -> [&LoraLinear<B>; 7] {
+    let (a, m) = (&l.self_attn, &l.mlp);
     [
-        ("self_attn.q_proj", h, q, b),
-        ("self_attn.k_proj", h, kv, b),
-        ("self_attn.v_proj", h, kv, b),
-        ("self_attn.o_proj", q, h, b),
-        ("mlp.gate_proj", h, i, false),
-        ("mlp.up_proj", h, i, false),
-        ("mlp.down_proj", i, h, false),
+        &a.q_proj,
+        &a.k_proj,
+        &a.v_proj,
+        &a.o_proj,
+        &m.gate_proj,
+        &m.up_proj,
+        &m.down_proj,
     ]
 }
 
@@ -63,18 +92,9 @@ pub fn model_shape(cfg: &Qwen3Config) -> ModelShape {
 
 impl<B: Backend> LoraModel<B> for Qwen3ForCausalLM<B> {
     fn lora_linears(&self) -> Vec<(String, &LoraLinear<B>)> {
-        let mut v = Vec::with_capacity(self.model.layers.len() * 7 + 1);
+        let mut v = Vec::with_capacity(self.model.layers.len() * PROJECTIONS.len() + 1);
         for (n, l) in self.model.layers.iter().enumerate() {
-            let (a, m) = (&l.self_attn, &l.mlp);
-            for (name, lin) in [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &m.gate_proj),
-                ("mlp.up_proj", &m.up_proj),
-                ("mlp.down_proj", &m.down_proj),
-            ] {
+            for (name, lin) in PROJECTIONS.iter().zip(linears(l)) {
                 v.push((format!("model.layers.{n}.{name}"), lin));
             }
         }
@@ -85,18 +105,9 @@ impl<B: Backend> LoraModel<B> for Qwen3ForCausalLM<B> {
     }
 
     fn lora_linears_mut(&mut self) -> Vec<(String, &mut LoraLinear<B>)> {
-        let mut v = Vec::with_capacity(self.model.layers.len() * 7 + 1);
+        let mut v = Vec::with_capacity(self.model.layers.len() * PROJECTIONS.len() + 1);
         for (n, l) in self.model.layers.iter_mut().enumerate() {
-            let (a, m) = (&mut l.self_attn, &mut l.mlp);
-            for (name, lin) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
+            for (name, lin) in PROJECTIONS.iter().zip(l.linears_mut()) {
                 v.push((format!("model.layers.{n}.{name}"), lin));
             }
         }

@@ -314,7 +314,7 @@ impl<B: Backend> DecoderLayer<B> {
         }
     }
 
-    /// The layer's seven projections (where adapters live).
+    /// The layer's seven projections (where adapters live), in [`crate::lora::PROJECTIONS`] order.
     pub fn linears_mut(&mut self) -> [&mut LoraLinear<B>; 7] {
         let (a, m) = (&mut self.self_attn, &mut self.mlp);
         [
@@ -706,7 +706,7 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     fn frozen_head_weight(&self) -> Option<Tensor<B, 2>> {
         let w = match &self.lm_head {
             Some(head) => {
-                let adapter = head.has_adapter() && !head.merged;
+                let adapter = head.has_active_adapter();
                 if adapter || head.bias.is_some() {
                     return None;
                 }

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use ember_lora::seed::{fnv1a, normal};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 use serde::Deserialize;
@@ -231,13 +232,6 @@ impl<B: Backend> RandomInit<B> {
     }
 }
 
-/// FNV-1a: a stable per-name seed (std's hasher is randomised per process).
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 impl<B: Backend> WeightSource<B> for RandomInit<B> {
     fn tensor<const D: usize>(
         &mut self,
@@ -245,26 +239,15 @@ impl<B: Backend> WeightSource<B> for RandomInit<B> {
         shape: [usize; D],
         init: Init,
     ) -> Tensor<B, D> {
-        use rand::{Rng, SeedableRng};
         let n: usize = shape.iter().product();
         let values: Vec<f32> = match init {
             Init::Ones => vec![1.0; n],
             Init::Zeros => vec![0.0; n],
             Init::Normal => {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed ^ name_hash(name));
-                let std = self.std as f32;
-                // Box-Muller: two uniforms give two independent standard normals.
-                let mut v = Vec::with_capacity(n + 1);
-                while v.len() < n {
-                    let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
-                    let u2: f32 = rng.random::<f32>();
-                    let r = (-2.0 * u1.ln()).sqrt();
-                    let t = std::f32::consts::TAU * u2;
-                    v.push(r * t.cos() * std);
-                    v.push(r * t.sin() * std);
-                }
-                v.truncate(n);
-                v
+                use rand::SeedableRng;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed ^ fnv1a(name));
+                // In f32, as this model's committed fixtures were drawn.
+                normal(&mut rng, n, self.std as f32)
             }
         };
         Tensor::<B, D>::from_data(TensorData::new(values, shape), &self.device).cast(self.dtype)

@@ -262,7 +262,7 @@ impl BackendOp for PeftParity {
         let mut lora_ids = BTreeSet::new();
         let mut checked = 0;
         for (path, layer) in model.lora_linears() {
-            let (Some(a), Some(bb)) = (&layer.lora_a, &layer.lora_b) else {
+            let Some((a, bb)) = layer.adapter().map(|ad| (&ad.lora_a, &ad.lora_b)) else {
                 continue;
             };
             for (factor, p) in [('A', a), ('B', bb)] {
@@ -360,8 +360,12 @@ impl BackendOp for SaveReload {
         let mut again = base.clone();
         assert_eq!(load_peft(&mut again, &out).expect("reload"), acfg);
         for ((p, x), (_, y)) in model.lora_linears().into_iter().zip(again.lora_linears()) {
-            assert_eq!(x.scaling, y.scaling, "{p}");
-            for (a, b) in [(&x.lora_a, &y.lora_a), (&x.lora_b, &y.lora_b)] {
+            let (x, y) = (x.adapter(), y.adapter());
+            assert_eq!(x.map(|ad| ad.scaling), y.map(|ad| ad.scaling), "{p}");
+            for (a, b) in [
+                (x.map(|ad| &ad.lora_a), y.map(|ad| &ad.lora_a)),
+                (x.map(|ad| &ad.lora_b), y.map(|ad| &ad.lora_b)),
+            ] {
                 assert_eq!(
                     a.as_ref().map(|t| to_vec(t.val())),
                     b.as_ref().map(|t| to_vec(t.val())),
@@ -586,7 +590,7 @@ impl BackendOp for Bf16Base {
         let q = &model.model.layers[0].self_attn.q_proj;
         assert_eq!(q.weight.val().dtype(), DType::BF16);
         assert_eq!(
-            q.lora_a.as_ref().expect("a").val().dtype(),
+            q.adapter().expect("adapter").lora_a.val().dtype(),
             DType::F32,
             "adapters stay f32 on a bf16 base"
         );
@@ -608,9 +612,9 @@ impl BackendOp for Bf16Base {
         let g = model.model.layers[1]
             .mlp
             .down_proj
+            .adapter()
+            .expect("adapter")
             .lora_b
-            .as_ref()
-            .expect("b")
             .grad(&grads)
             .expect("grad");
         assert_eq!(g.dtype(), DType::F32);
@@ -735,7 +739,7 @@ impl BackendOp for Bf16Parity {
             );
             let (mut got, mut want, mut f32s) = (Vec::new(), Vec::new(), Vec::new());
             for (path, layer) in model.lora_linears() {
-                let (Some(a), Some(bb)) = (&layer.lora_a, &layer.lora_b) else {
+                let Some((a, bb)) = layer.adapter().map(|ad| (&ad.lora_a, &ad.lora_b)) else {
                     continue;
                 };
                 assert_eq!(

@@ -61,10 +61,7 @@ impl StepProbe for () {}
 
 /// The dropout seed of one micro-batch (SplitMix64 of the run seed and the micro-batch number).
 pub fn dropout_seed(seed: u64, micro_batch: u64) -> u64 {
-    let mut z = seed ^ micro_batch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    ember_lora::seed::mix64(seed ^ micro_batch.wrapping_mul(ember_lora::seed::GOLDEN_GAMMA))
 }
 
 /// One optimizer step over `window`; returns the updated model.
