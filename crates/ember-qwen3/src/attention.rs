@@ -69,6 +69,33 @@ impl Default for AttentionImpl {
     }
 }
 
+/// `plain`, `chunked`, `chunked:ROWS`, `fused` or `fused:ROWS` (the spelling of `--attention` and
+/// of the run config's `model.attention`).
+impl std::str::FromStr for AttentionImpl {
+    type Err = crate::Qwen3Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || crate::Qwen3Error::UnknownChoice {
+            what: "attention",
+            value: s.to_string(),
+            expected: "plain, chunked, chunked:ROWS, fused or fused:ROWS (ROWS >= 1)",
+        };
+        let (name, rows) = match s.trim().split_once(':') {
+            None => (s.trim(), DEFAULT_ATTENTION_CHUNK),
+            Some((name, n)) => match n.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => (name, n),
+                _ => return Err(bad()),
+            },
+        };
+        match name {
+            "plain" if !s.contains(':') => Ok(AttentionImpl::Plain),
+            "chunked" => Ok(AttentionImpl::Chunked { chunk: rows }),
+            "fused" => Ok(AttentionImpl::Fused { chunk: rows }),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Which keys each query may not see.
 #[derive(Debug, Clone)]
 pub enum AttnMask<B: Backend> {

@@ -42,6 +42,12 @@ pub enum Qwen3Error {
     },
     #[error("token id {id} is outside the vocabulary (vocab_size = {vocab})")]
     TokenOutOfRange { id: u32, vocab: usize },
+    #[error("{what} `{value}`: expected {expected}")]
+    UnknownChoice {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("invalid generation settings: {0}")]
     Generation(String),
 }

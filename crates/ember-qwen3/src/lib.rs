@@ -29,7 +29,7 @@ pub use backprop::Backprop;
 pub use config::Qwen3Config;
 pub use error::Qwen3Error;
 pub use generate::{Generation, GenerationConfig, Sampling, StopReason};
-pub use loss::LossImpl;
+pub use loss::{LossChoice, LossImpl};
 pub use model::{
     DecoderInput, IGNORE_INDEX, LossSum, ModelInputs, Qwen3ForCausalLM, RotaryEmbedding,
     shifted_cross_entropy,

@@ -49,6 +49,45 @@ impl LossImpl {
     pub fn default_chunk_tokens(vocab: usize) -> usize {
         (DEFAULT_LOSS_CHUNK_LOGITS / vocab.max(1)).clamp(16, 8192)
     }
+
+    /// A choice parsed from text ([`LossChoice`]) for a model of `vocab` tokens.
+    pub fn for_vocab(choice: LossChoice, vocab: usize) -> Self {
+        match choice {
+            LossChoice::Plain => LossImpl::Plain,
+            LossChoice::Chunked(None) => LossImpl::chunked_for_vocab(vocab),
+            LossChoice::Chunked(Some(tokens)) => LossImpl::Chunked { tokens },
+        }
+    }
+}
+
+/// A [`LossImpl`] as a user writes it, before the model's vocabulary sizes the default chunk:
+/// `plain`, `chunked` or `chunked:TOKENS` (`--loss`, the run config's `model.loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossChoice {
+    Plain,
+    /// Tokens per chunk; `None`: sized for the vocabulary ([`LossImpl::chunked_for_vocab`]).
+    Chunked(Option<usize>),
+}
+
+impl std::str::FromStr for LossChoice {
+    type Err = crate::Qwen3Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || crate::Qwen3Error::UnknownChoice {
+            what: "loss",
+            value: s.to_string(),
+            expected: "plain, chunked or chunked:TOKENS (TOKENS >= 1)",
+        };
+        match s.trim().split_once(':') {
+            None if s.trim() == "plain" => Ok(LossChoice::Plain),
+            None if s.trim() == "chunked" => Ok(LossChoice::Chunked(None)),
+            Some(("chunked", n)) => match n.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(LossChoice::Chunked(Some(n))),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// Supervised positions of a shifted next-token loss: position `t` of row `r` (flattened index
@@ -274,4 +313,47 @@ pub fn head_cross_entropy_autodiff<I: Backend, C: CheckpointStrategy>(
 pub(crate) fn int_tensor<B: Backend>(v: Vec<i64>, device: &B::Device) -> Tensor<B, 1, Int> {
     let n = v.len();
     Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+    use crate::AttentionImpl;
+
+    #[test]
+    fn spellings_parse_and_bad_ones_name_the_choices() {
+        assert_eq!("plain".parse::<LossChoice>().ok(), Some(LossChoice::Plain));
+        assert_eq!(
+            LossImpl::for_vocab("chunked".parse().expect("chunked"), 1000),
+            LossImpl::chunked_for_vocab(1000)
+        );
+        assert_eq!(
+            "chunked:64".parse::<LossChoice>().ok(),
+            Some(LossChoice::Chunked(Some(64)))
+        );
+        assert_eq!(
+            "chunked:32".parse::<AttentionImpl>().ok(),
+            Some(AttentionImpl::Chunked { chunk: 32 })
+        );
+        assert_eq!(
+            "chunked".parse::<AttentionImpl>().ok(),
+            Some(AttentionImpl::default())
+        );
+        assert_eq!(
+            "plain".parse::<AttentionImpl>().ok(),
+            Some(AttentionImpl::Plain)
+        );
+        assert!(matches!(
+            "fused".parse::<AttentionImpl>(),
+            Ok(AttentionImpl::Fused { .. })
+        ));
+        for bad in ["flash", "chunked:0", "chunked:x", "plain:3", ""] {
+            let e = bad.parse::<AttentionImpl>().expect_err(bad).to_string();
+            assert!(e.contains("chunked:ROWS") && e.contains("attention"), "{e}");
+        }
+        for bad in ["fused", "chunked:0", "plain:1"] {
+            let e = bad.parse::<LossChoice>().expect_err(bad).to_string();
+            assert!(e.contains("chunked:TOKENS"), "{e}");
+        }
+    }
 }

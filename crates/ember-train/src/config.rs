@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ember_qwen3::{AttentionImpl, LossChoice};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_aux::serde_introspection::serde_introspect;
@@ -19,6 +20,11 @@ pub struct ModelArgs {
     pub adapter_name_or_path: Option<PathBuf>,
     /// Compute dtype of the frozen base: `f32` or `bf16` (adapters stay f32).
     pub dtype: String,
+    /// How attention is computed (`plain`, `chunked[:ROWS]`, `fused[:ROWS]`; default chunked):
+    /// the same numbers, different memory and speed.
+    pub attention: Option<String>,
+    /// How the training loss is computed (`plain`, `chunked[:TOKENS]`; default chunked).
+    pub loss: Option<String>,
 }
 
 impl Default for ModelArgs {
@@ -27,7 +33,23 @@ impl Default for ModelArgs {
             model_name_or_path: PathBuf::new(),
             adapter_name_or_path: None,
             dtype: "f32".into(),
+            attention: None,
+            loss: None,
         }
+    }
+}
+
+impl ModelArgs {
+    /// `attention`, parsed (the default when unset).
+    pub fn attention_impl(&self) -> Result<AttentionImpl, ember_qwen3::Qwen3Error> {
+        self.attention
+            .as_deref()
+            .map_or(Ok(AttentionImpl::default()), str::parse)
+    }
+
+    /// `loss`, parsed (`None` when unset: the model's default).
+    pub fn loss_choice(&self) -> Result<Option<LossChoice>, ember_qwen3::Qwen3Error> {
+        self.loss.as_deref().map(str::parse).transpose()
     }
 }
 
@@ -325,6 +347,12 @@ impl FinetuneConfig {
                 message,
             })
         };
+        if let Err(e) = self.model.attention_impl() {
+            return err("model.attention", e.to_string());
+        }
+        if let Err(e) = self.model.loss_choice() {
+            return err("model.loss", e.to_string());
+        }
         let t = &self.train;
         if t.per_device_train_batch_size == 0 {
             return err(

@@ -10,7 +10,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::{DType, ElementConversion, backend::AutodiffBackend, backend::Backend};
 use ember_data::{Batch, Example, Loader, LoaderConfig, Position, SftData};
 use ember_optim::{AdamW, AdamWConfig, LrScheduler, SchedulerArgs};
-use ember_qwen3::{Backprop, ModelInputs, Qwen3Config, Qwen3ForCausalLM, load_pretrained};
+use ember_qwen3::{
+    Backprop, LossImpl, ModelInputs, Qwen3Config, Qwen3ForCausalLM, load_pretrained,
+};
 
 use crate::checkpoint::{self, Fingerprint, LoopState};
 use crate::config::{FinetuneConfig, ResumeFrom, Strategy};
@@ -91,7 +93,12 @@ impl<B: AutodiffBackend> Run<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         check_vocabulary(&data, &model_cfg, &cfg.model.model_name_or_path)?;
-        let (model, adapter_cfg) = adapter::attach(model, cfg)?;
+        let (mut model, adapter_cfg) = adapter::attach(model, cfg)?;
+        // Validated with the config; the model's defaults stay when the keys are unset.
+        model.set_attention(cfg.model.attention_impl()?);
+        if let Some(choice) = cfg.model.loss_choice()? {
+            model.set_loss(LossImpl::for_vocab(choice, model_cfg.vocab_size));
+        }
         let t = &cfg.train;
         let plan = StepPlan::new(
             data.train.len(),

@@ -165,3 +165,50 @@ fn impossible_values_are_refused_naming_the_key() {
             .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
     }
 }
+
+#[test]
+fn attention_and_loss_choices_are_validated_naming_the_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = root().join("fixtures/tiny/qwen3-tiny");
+    for (key, value, expected) in [
+        ("attention", "flash", "chunked:ROWS"),
+        ("attention", "chunked:0", "chunked:ROWS"),
+        ("loss", "fused", "chunked:TOKENS"),
+    ] {
+        let text = format!(
+            "[model]\nmodel_name_or_path = {model:?}\n{key} = {value:?}\n[data]\ndataset_dir = {:?}\n\
+             dataset = \"interview_ko\"\n[output]\noutput_dir = {:?}\n",
+            root().join("fixtures/demo"),
+            tmp.path()
+        );
+        let err = FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("t.toml"), &[])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(&format!("model.{key}")) && err.contains(expected) && err.contains(value),
+            "{key} = {value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn attention_and_loss_from_the_config_reach_the_model() {
+    on_every_backend!(config_choices_reach_the_model_on);
+}
+
+fn config_choices_reach_the_model_on<B: AutodiffBackend>() {
+    use ember_qwen3::{AttentionImpl, LossImpl};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = root().join("fixtures/tiny/qwen3-tiny");
+    let mut cfg = config(&model, &tmp.path().join("out"));
+    let run = Run::<B>::load(&cfg, &Default::default()).expect("defaults");
+    assert_eq!(run.model.attention_impl(), AttentionImpl::default());
+    let default_loss = LossImpl::chunked_for_vocab(run.model_cfg.vocab_size);
+    assert_eq!(run.model.loss_impl, default_loss);
+    cfg.model.attention = Some("plain".into());
+    cfg.model.loss = Some("chunked:7".into());
+    let run = Run::<B>::load(&cfg, &Default::default()).expect("chosen");
+    assert_eq!(run.model.attention_impl(), AttentionImpl::Plain);
+    assert_eq!(run.model.loss_impl, LossImpl::Chunked { tokens: 7 });
+}
