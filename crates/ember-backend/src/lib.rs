@@ -265,7 +265,7 @@ pub enum Layer {
     Inner,
 }
 
-/// Whether `B` is the autodiff backend `A` (e.g. [`TchBackend`]) or its inner backend, so that
+/// Whether `B` is the autodiff backend `A` (e.g. `TchBackend`) or its inner backend, so that
 /// backend-specific code can [`same_type`] its tensors to either.
 pub fn layer_of<B: Backend, A: AutodiffBackend>() -> Option<Layer> {
     if TypeId::of::<B>() == TypeId::of::<A>() {
