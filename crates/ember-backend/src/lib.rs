@@ -1,16 +1,36 @@
-//! Run-time choice of the Burn backend and device.
+//! Everything ember knows about Burn backends, in one place.
 //!
-//! All model and training code in ember is generic over `B: AutodiffBackend`. This crate is the one
-//! place that turns a user's `--backend` string into a concrete backend type and calls that generic
-//! code with it, so the CLI and the tests pick backends the same way.
+//! All model and training code in ember is generic over `B: Backend` / `B: AutodiffBackend`. This
+//! crate is the one place that names concrete backends:
 //!
-//! | spelling      | backend                             | cargo feature |
-//! |---------------|-------------------------------------|---------------|
-//! | `flex`        | `Autodiff<Flex>` (pure-Rust CPU)    | `flex`        |
-//! | `tch`         | `Autodiff<LibTorch>` on the CPU     | `tch`         |
-//! | `tch-cuda:N`  | `Autodiff<LibTorch>` on CUDA GPU N  | `tch`         |
-//! | `cuda:N`      | `Autodiff<Cuda>` (CubeCL) on GPU N  | `cuda`        |
+//! - [`BackendChoice`]: a backend and device as the user spells it (`--backend`), parsed and shown.
+//! - [`run`] / [`BackendOp`]: call generic code with the concrete backend of a choice;
+//!   [`cpu_backends`] / [`for_each_cpu_backend`]: every compiled-in CPU backend (the parity tests).
+//! - [`dispatch_autodiff`] / [`AutodiffOp`]: ember's custom autodiff ops (chunked attention and
+//!   loss in ember-qwen3) need the concrete `Autodiff<Inner>` type while the model is generic;
+//!   this tells generic code whether `B` is one of ember's autodiff backends and hands it the inner
+//!   backend. [`is_ember_autodiff`] asks only the question; [`same_type`] moves values across.
+//! - [`layer_of`]: whether `B` is a given backend or the inner backend under it (how a
+//!   backend-specific kernel, e.g. ember-qwen3's LibTorch flash attention, recognises its backend).
+//!
+//! | spelling      | backend                             | alias          | cargo feature |
+//! |---------------|-------------------------------------|----------------|---------------|
+//! | `flex`        | `Autodiff<Flex>` (pure-Rust CPU)    | `FlexBackend`  | `flex`        |
+//! | `tch`         | `Autodiff<LibTorch>` on the CPU     | `TchBackend`   | `tch`         |
+//! | `tch-cuda:N`  | `Autodiff<LibTorch>` on CUDA GPU N  | `TchBackend`   | `tch`         |
+//! | `cuda:N`      | `Autodiff<Cuda>` (CubeCL) on GPU N  | `CudaBackend`  | `cuda`        |
+//!
+//! # Adding a backend
+//!
+//! 1. A cargo feature here enabling the burn feature (other crates forward theirs to it).
+//! 2. A [`BackendChoice`] variant, with its spelling in `Display` and `FromStr` (and in
+//!    [`BackendError::Unknown`]'s message).
+//! 3. A row in the `backends!` table below: feature, alias, inner backend, and each variant's
+//!    device. The aliases, [`BackendChoice::feature`], [`BackendChoice::is_compiled`], [`run`],
+//!    [`cpu_backends`] and [`dispatch_autodiff`] all come from that table, so a variant without a
+//!    row does not compile, and a backend in the table gets ember's custom autodiff ops.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::str::FromStr;
 
@@ -37,24 +57,6 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
-    /// The cargo feature that compiles this backend in.
-    pub fn feature(&self) -> &'static str {
-        match self {
-            BackendChoice::Flex => "flex",
-            BackendChoice::TchCpu | BackendChoice::TchCuda(_) => "tch",
-            BackendChoice::Cuda(_) => "cuda",
-        }
-    }
-
-    /// Whether this binary was built with the backend.
-    pub fn is_compiled(&self) -> bool {
-        match self {
-            BackendChoice::Flex => cfg!(feature = "flex"),
-            BackendChoice::TchCpu | BackendChoice::TchCuda(_) => cfg!(feature = "tch"),
-            BackendChoice::Cuda(_) => cfg!(feature = "cuda"),
-        }
-    }
-
     /// The first compiled-in backend in the order flex, tch (the default for the CLI).
     pub fn default_compiled() -> BackendChoice {
         cpu_backends()
@@ -117,48 +119,162 @@ pub trait BackendOp {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
-#[cfg(feature = "flex")]
-pub type FlexBackend = burn::backend::Autodiff<burn::backend::Flex>;
-#[cfg(feature = "tch")]
-pub type TchBackend = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;
-#[cfg(feature = "cuda")]
-pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>;
+/// Generates, from the backend table below, everything that lists ember's backends: the aliases,
+/// [`BackendChoice::feature`] / [`BackendChoice::is_compiled`], [`run`], [`cpu_backends`] and
+/// [`dispatch_autodiff`]. A row is `feature => Alias = Autodiff<Inner> { kind Variant => device }`,
+/// `kind` being `cpu` (a parity-test backend; no device index) or `gpu`.
+macro_rules! backends {
+    (@cpu $v:ident, $feature:literal, cpu $variant:ident) => {
+        if cfg!(feature = $feature) {
+            $v.push(BackendChoice::$variant);
+        }
+    };
+    (@cpu $v:ident, $feature:literal, gpu $variant:ident $(($index:ident))?) => {};
+    ($(
+        $(#[$attr:meta])*
+        $feature:literal => $alias:ident = Autodiff<$inner:ty> {
+            $($kind:ident $variant:ident $(($index:ident))? => $device:expr),+ $(,)?
+        }
+    )*) => {
+        $(
+            $(#[$attr])*
+            #[cfg(feature = $feature)]
+            pub type $alias = burn::backend::Autodiff<$inner>;
+        )*
 
-/// Runs `op` on the chosen backend, or says which feature is missing.
-pub fn run<Op: BackendOp>(choice: BackendChoice, op: Op) -> Result<Op::Output, BackendError> {
-    #[allow(unreachable_patterns)]
-    match choice {
-        #[cfg(feature = "flex")]
-        BackendChoice::Flex => Ok(op.run::<FlexBackend>(burn::backend::flex::FlexDevice)),
-        #[cfg(feature = "tch")]
-        BackendChoice::TchCpu => {
-            Ok(op.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu))
+        impl BackendChoice {
+            /// The cargo feature that compiles this backend in.
+            pub fn feature(&self) -> &'static str {
+                match self {
+                    $($(BackendChoice::$variant { .. } => $feature,)+)*
+                }
+            }
+
+            /// Whether this binary was built with the backend.
+            pub fn is_compiled(&self) -> bool {
+                match self {
+                    $($(BackendChoice::$variant { .. } => cfg!(feature = $feature),)+)*
+                }
+            }
         }
-        #[cfg(feature = "tch")]
-        BackendChoice::TchCuda(i) => {
-            Ok(op.run::<TchBackend>(burn::backend::libtorch::LibTorchDevice::Cuda(i)))
+
+        /// Runs `op` on the chosen backend, or says which feature is missing.
+        pub fn run<Op: BackendOp>(choice: BackendChoice, op: Op) -> Result<Op::Output, BackendError> {
+            #[allow(unreachable_patterns)]
+            match choice {
+                $($(
+                    #[cfg(feature = $feature)]
+                    BackendChoice::$variant $(($index))? => Ok(op.run::<$alias>($device)),
+                )+)*
+                other => Err(BackendError::NotCompiled {
+                    name: other.to_string(),
+                    feature: other.feature(),
+                }),
+            }
         }
-        #[cfg(feature = "cuda")]
-        BackendChoice::Cuda(i) => {
-            Ok(op.run::<CudaBackend>(burn::backend::cuda::CudaDevice::new(i)))
+
+        /// The CPU backends compiled into this build, in table order: what the parity tests run
+        /// on.
+        pub fn cpu_backends() -> Vec<BackendChoice> {
+            let mut v = Vec::new();
+            $($(backends!(@cpu v, $feature, $kind $variant $(($index))?);)+)*
+            v
         }
-        other => Err(BackendError::NotCompiled {
-            name: other.to_string(),
-            feature: other.feature(),
-        }),
+
+        /// Runs `op` with the inner backend of `B` when `B` is one of ember's autodiff backends
+        /// compiled into this build; gives `op` back otherwise.
+        pub fn dispatch_autodiff<B: Backend, Op: AutodiffOp<B>>(op: Op) -> Result<Op::Output, Op> {
+            $(
+                #[cfg(feature = $feature)]
+                if TypeId::of::<B>() == TypeId::of::<$alias>() {
+                    return Ok(op.run::<$inner>());
+                }
+            )*
+            Err(op)
+        }
+    };
+}
+
+// The backend table: the one list of ember's backends (see "Adding a backend" above).
+backends! {
+    /// Pure-Rust CPU backend.
+    "flex" => FlexBackend = Autodiff<burn::backend::Flex> {
+        cpu Flex => burn::backend::flex::FlexDevice,
+    }
+    /// LibTorch (f32) on the CPU or a CUDA GPU.
+    "tch" => TchBackend = Autodiff<burn::backend::LibTorch<f32>> {
+        cpu TchCpu => burn::backend::libtorch::LibTorchDevice::Cpu,
+        gpu TchCuda(i) => burn::backend::libtorch::LibTorchDevice::Cuda(i),
+    }
+    /// CubeCL's CUDA backend.
+    "cuda" => CudaBackend = Autodiff<burn::backend::Cuda<f32, i32>> {
+        gpu Cuda(i) => burn::backend::cuda::CudaDevice::new(i),
     }
 }
 
-/// The CPU backends compiled into this build: what the parity tests run on.
-pub fn cpu_backends() -> Vec<BackendChoice> {
-    let mut v = Vec::new();
-    if cfg!(feature = "flex") {
-        v.push(BackendChoice::Flex);
+/// Generic code that needs `B` as the concrete `Autodiff<I>` (a custom autodiff op), given to
+/// [`dispatch_autodiff`].
+///
+/// Like [`BackendOp`], a struct carrying the arguments, since a closure cannot be generic over a
+/// type.
+pub trait AutodiffOp<B: Backend> {
+    type Output;
+    /// Runs with `B` known to be `Autodiff<I>` (no checkpointing strategy, as all of ember's
+    /// autodiff backends): move the op's `B` values to `Autodiff<I>` and back with [`same_type`].
+    fn run<I: Backend>(self) -> Self::Output;
+}
+
+/// Whether `B` is one of ember's autodiff backends compiled into this build, i.e. whether
+/// [`dispatch_autodiff`] runs ops on it (and ember's custom backward passes apply).
+pub fn is_ember_autodiff<B: Backend>() -> bool {
+    struct Probe;
+    impl<B: Backend> AutodiffOp<B> for Probe {
+        type Output = ();
+        fn run<I: Backend>(self) {}
     }
-    if cfg!(feature = "tch") {
-        v.push(BackendChoice::TchCpu);
+    dispatch_autodiff::<B, Probe>(Probe).is_ok()
+}
+
+/// Moves `x` to the type `U`, which must be `T` itself: how an [`AutodiffOp`] turns its
+/// `Tensor<B, _>` into `Tensor<Autodiff<I>, _>` once [`dispatch_autodiff`] has checked they are
+/// one type.
+///
+/// # Panics
+/// If `T` and `U` differ (a bug in the caller, never a matter of input).
+pub fn same_type<T: 'static, U: 'static>(x: T) -> U {
+    let mut slot = Some(x);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(u) => match u.take() {
+            Some(u) => u,
+            None => unreachable!("the slot was just filled"),
+        },
+        None => panic!(
+            "same_type: {} is not {}",
+            std::any::type_name::<T>(),
+            std::any::type_name::<U>()
+        ),
     }
-    v
+}
+
+/// Which layer of an autodiff backend `A` a backend is (see [`layer_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// `A` itself.
+    Autodiff,
+    /// `A::InnerBackend`, without autodiff.
+    Inner,
+}
+
+/// Whether `B` is the autodiff backend `A` (e.g. `TchBackend`) or its inner backend, so that
+/// backend-specific code can [`same_type`] its tensors to either.
+pub fn layer_of<B: Backend, A: AutodiffBackend>() -> Option<Layer> {
+    if TypeId::of::<B>() == TypeId::of::<A>() {
+        Some(Layer::Autodiff)
+    } else if TypeId::of::<B>() == TypeId::of::<A::InnerBackend>() {
+        Some(Layer::Inner)
+    } else {
+        None
+    }
 }
 
 /// Runs `make_op()` on every compiled-in CPU backend, returning `(backend, output)` pairs.
@@ -263,6 +379,81 @@ mod tests {
         fn run<B: AutodiffBackend>(self, device: B::Device) -> String {
             B::name(&device)
         }
+    }
+
+    /// Sums a tensor of `B` on `Autodiff<I>`, reporting which `I` the dispatch chose.
+    struct InnerSum<B: Backend>(burn::tensor::Tensor<B, 1>);
+    impl<B: Backend> AutodiffOp<B> for InnerSum<B> {
+        type Output = (TypeId, f32);
+        fn run<I: Backend>(self) -> (TypeId, f32) {
+            let t: burn::tensor::Tensor<burn::backend::Autodiff<I>, 1> = same_type(self.0);
+            (TypeId::of::<I>(), t.sum().into_scalar().elem())
+        }
+    }
+
+    struct Dispatch;
+    impl BackendOp for Dispatch {
+        type Output = (bool, bool);
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> (bool, bool) {
+            let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.5], &device);
+            let reached = matches!(
+                dispatch_autodiff::<B, _>(InnerSum(t)),
+                Ok((inner, sum)) if inner == TypeId::of::<B::InnerBackend>() && sum == 6.5
+            );
+            // Without autodiff there is no graph for a custom op to join.
+            let t = burn::tensor::Tensor::<B::InnerBackend, 1>::from_floats([1.0], &device);
+            let inner_refused = dispatch_autodiff::<B::InnerBackend, _>(InnerSum(t)).is_err()
+                && !is_ember_autodiff::<B::InnerBackend>();
+            (reached && is_ember_autodiff::<B>(), inner_refused)
+        }
+    }
+
+    #[test]
+    fn dispatch_reaches_the_inner_backend_of_every_cpu_backend() {
+        let outs = for_each_cpu_backend(|| Dispatch);
+        assert!(!outs.is_empty(), "no CPU backend compiled in");
+        for (b, (reached, inner_refused)) in outs {
+            assert!(reached, "{b}: dispatch did not run on its inner backend");
+            assert!(inner_refused, "{b}: dispatch accepted the inner backend");
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn dispatch_refuses_other_backends() {
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        use burn::backend::{Autodiff, Flex};
+        let device = burn::backend::flex::FlexDevice;
+        let t = burn::tensor::Tensor::<Flex, 1>::from_floats([1.0], &device);
+        assert!(dispatch_autodiff::<Flex, _>(InnerSum(t)).is_err());
+        // The custom ops build their nodes without checkpointing: another strategy is another
+        // backend.
+        type Balanced = Autodiff<Flex, BalancedCheckpointing>;
+        let t = burn::tensor::Tensor::<Balanced, 1>::from_floats([1.0], &device);
+        assert!(dispatch_autodiff::<Balanced, _>(InnerSum(t)).is_err());
+        assert!(!is_ember_autodiff::<Balanced>());
+    }
+
+    #[test]
+    fn layer_of_tells_autodiff_from_inner() {
+        struct Layers;
+        impl BackendOp for Layers {
+            type Output = [Option<Layer>; 2];
+            fn run<B: AutodiffBackend>(self, _device: B::Device) -> [Option<Layer>; 2] {
+                [layer_of::<B, B>(), layer_of::<B::InnerBackend, B>()]
+            }
+        }
+        for (b, layers) in for_each_cpu_backend(|| Layers) {
+            assert_eq!(layers, [Some(Layer::Autodiff), Some(Layer::Inner)], "{b}");
+        }
+        #[cfg(all(feature = "flex", feature = "tch"))]
+        assert_eq!(layer_of::<FlexBackend, TchBackend>(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not")]
+    fn same_type_refuses_different_types() {
+        let _: u32 = same_type(1u64);
     }
 
     #[test]

@@ -14,18 +14,16 @@
 //! log-sum-exp kept in a form that stays exact for fully masked rows) and the backward recomputes
 //! the scores chunk by chunk (as FlashAttention does). The graph thus holds O(seq) instead of
 //! O(seq²) per layer. The custom op needs the concrete `Autodiff<Inner>` type, while the model is
-//! generic over any `Backend`; [`attention`] therefore recognises ember's autodiff backends
-//! (`Autodiff<Flex>`, `Autodiff<LibTorch<f32>>`, `Autodiff<Cuda>`, per compiled feature) by
-//! `TypeId`. On any other backend the same chunked forward runs with ordinary ops: exact, and
-//! memory-efficient when autodiff is off (inference); with an unknown autodiff backend the graph
-//! keeps every chunk's probabilities (same memory as the plain form).
+//! generic over any `Backend`; [`ember_backend::dispatch_autodiff`] says whether `B` is one of
+//! ember's autodiff backends and gives its inner backend. On any other backend the same chunked
+//! forward runs with ordinary ops: exact, and memory-efficient when autodiff is off (inference);
+//! with an unknown autodiff backend the graph keeps every chunk's probabilities (same memory as the
+//! plain form).
 //!
 //! Fully masked query rows (a left-padded query that sees only padding) get what the plain form
 //! gives them: all scores equal the finite mask value, so softmax is uniform over *all* keys and the
 //! output is the mean of V; their gradient reaches only V. Such rows never reach a loss, but
 //! keeping them identical makes the two forms interchangeable everywhere.
-
-use std::any::{Any, TypeId};
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -36,6 +34,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor, TensorPrimitive};
+use ember_backend::{AutodiffOp, dispatch_autodiff, same_type};
 
 /// Large negative score for masked attention positions. Finite, so a fully masked row (a padded
 /// query) gives a uniform row instead of NaN; such rows never reach the loss.
@@ -240,19 +239,46 @@ pub fn chunked_attention<B: Backend>(
     mask: AttnMask<B>,
     chunk: usize,
 ) -> Tensor<B, 4> {
-    #[cfg(feature = "flex")]
-    if is_autodiff_of::<B, burn::backend::Flex>() {
-        return via_autodiff::<B, burn::backend::Flex>(q, k, v, mask, chunk);
+    match dispatch_autodiff(ChunkedAttentionOp {
+        q,
+        k,
+        v,
+        mask,
+        chunk,
+    }) {
+        Ok(out) => out,
+        Err(ChunkedAttentionOp {
+            q,
+            k,
+            v,
+            mask,
+            chunk,
+        }) => chunked_forward(q, k, v, &mask, chunk).out,
     }
-    #[cfg(feature = "tch")]
-    if is_autodiff_of::<B, burn::backend::LibTorch<f32>>() {
-        return via_autodiff::<B, burn::backend::LibTorch<f32>>(q, k, v, mask, chunk);
+}
+
+/// [`chunked_attention`]'s arguments, for [`dispatch_autodiff`].
+struct ChunkedAttentionOp<B: Backend> {
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: AttnMask<B>,
+    chunk: usize,
+}
+
+impl<B: Backend> AutodiffOp<B> for ChunkedAttentionOp<B> {
+    type Output = Tensor<B, 4>;
+
+    fn run<I: Backend>(self) -> Tensor<B, 4> {
+        let out = chunked_attention_autodiff::<I, NoCheckpointing>(
+            same_type(self.q),
+            same_type(self.k),
+            same_type(self.v),
+            same_type(self.mask),
+            self.chunk,
+        );
+        same_type(out)
     }
-    #[cfg(feature = "cuda")]
-    if is_autodiff_of::<B, burn::backend::Cuda<f32, i32>>() {
-        return via_autodiff::<B, burn::backend::Cuda<f32, i32>>(q, k, v, mask, chunk);
-    }
-    chunked_forward(q, k, v, &mask, chunk).out
 }
 
 /// Whether [`AttentionImpl::Fused`] runs the backend's fused kernel (rather than the chunked op) for
@@ -276,52 +302,7 @@ pub fn fused_kernel_applies<B: Backend>(
 /// Whether the chunked forms (attention and loss) run as custom autodiff ops with a recomputing
 /// backward on `B`, i.e. `B` is one of ember's autodiff backends compiled into this build.
 pub fn has_custom_backward<B: Backend>() -> bool {
-    let mut yes = false;
-    #[cfg(feature = "flex")]
-    {
-        yes |= is_autodiff_of::<B, burn::backend::Flex>();
-    }
-    #[cfg(feature = "tch")]
-    {
-        yes |= is_autodiff_of::<B, burn::backend::LibTorch<f32>>();
-    }
-    #[cfg(feature = "cuda")]
-    {
-        yes |= is_autodiff_of::<B, burn::backend::Cuda<f32, i32>>();
-    }
-    yes
-}
-
-/// Whether `B` is `Autodiff<I>` (ember's autodiff backends use no checkpointing strategy).
-pub(crate) fn is_autodiff_of<B: Backend, I: Backend>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<Autodiff<I, NoCheckpointing>>()
-}
-
-/// Moves a value to a type known (by `TypeId`) to be the same type.
-pub(crate) fn same_type<T: 'static, U: 'static>(x: T) -> U {
-    let boxed: Box<dyn Any> = Box::new(x);
-    match boxed.downcast::<U>() {
-        Ok(u) => *u,
-        Err(_) => unreachable!("same_type called with different types"),
-    }
-}
-
-fn via_autodiff<B: Backend, I: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    mask: AttnMask<B>,
-    chunk: usize,
-) -> Tensor<B, 4> {
-    let mask: AttnMask<Autodiff<I>> = same_type(mask);
-    let out = chunked_attention_autodiff::<I, NoCheckpointing>(
-        same_type(q),
-        same_type(k),
-        same_type(v),
-        mask,
-        chunk,
-    );
-    same_type(out)
+    ember_backend::is_ember_autodiff::<B>()
 }
 
 /// Output `[b, heads, s, d]` and per-row softmax statistics `[b, heads, s, 1]` (f32): the maximum
@@ -400,10 +381,13 @@ fn ungroup_rows<B: Backend>(x: Tensor<B, 4>, n: &Dims, c: usize) -> Tensor<B, 4>
     x.reshape([n.b, n.nh, c, last])
 }
 
-fn chunk_ranges(s: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..s)
-        .step_by(chunk.max(1))
-        .map(move |i0| (i0, (i0 + chunk).min(s)))
+/// `(start, end)` of consecutive chunks of `chunk` (at least 1) items covering `0..n`; the last may
+/// be shorter. Shared by the chunked attention (query rows) and the chunked loss (tokens).
+pub(crate) fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    let chunk = chunk.max(1);
+    (0..n)
+        .step_by(chunk)
+        .map(move |i0| (i0, (i0 + chunk).min(n)))
 }
 
 /// The chunked forward with plain tensor ops (differentiable by ordinary autodiff as well).

@@ -12,24 +12,25 @@
 //! (causality), so losses and gradients are exact. Everything else (left padding, a cache, dense
 //! masks, CUDA tensors) takes ember's chunked op.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 
-use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::libtorch::{LibTorch, LibTorchDevice, TchTensor};
-use burn::tensor::backend::Backend;
+use burn::backend::libtorch::{LibTorchDevice, TchTensor};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorPrimitive};
+use ember_backend::{Layer, TchBackend, layer_of, same_type};
 
-use crate::attention::{AttnMask, float_tensor, register, same_type};
+use crate::attention::{AttnMask, float_tensor, register};
 
-type T = LibTorch<f32>;
-type AdT = Autodiff<T, NoCheckpointing>;
+/// ember's LibTorch backend (ember-backend says which element type) and its inner backend.
+type AdT = TchBackend;
+type T = <TchBackend as AutodiffBackend>::InnerBackend;
 
-/// The fused attention when it applies to these tensors on `B` (`LibTorch<f32>` or its
-/// autodiff backend); `Err` gives the inputs back otherwise.
+/// The fused attention when it applies to these tensors on `B` (ember's tch backend or its inner
+/// backend); `Err` gives the inputs back otherwise.
 #[allow(clippy::type_complexity)]
 pub(crate) fn try_fused<B: Backend>(
     q: Tensor<B, 4>,
@@ -41,19 +42,24 @@ pub(crate) fn try_fused<B: Backend>(
         return Err((q, k, v));
     }
     let scale = (q.dims()[3] as f64).powf(-0.5);
-    if TypeId::of::<B>() == TypeId::of::<AdT>() {
-        let out = fused_autodiff(same_type(q), same_type(k), same_type(v), scale);
-        Ok(same_type(out))
-    } else {
-        let (out, _) = forward(same_type(q), same_type(k), same_type(v), scale);
-        Ok(same_type(out))
+    match layer_of::<B, AdT>() {
+        Some(Layer::Autodiff) => {
+            let out = fused_autodiff(same_type(q), same_type(k), same_type(v), scale);
+            Ok(same_type(out))
+        }
+        Some(Layer::Inner) => {
+            let (out, _) = forward(same_type(q), same_type(k), same_type(v), scale);
+            Ok(same_type(out))
+        }
+        // `applies` checked the backend; kept total rather than asserting it.
+        None => Err((q, k, v)),
     }
 }
 
-/// `B` is `LibTorch<f32>` or its autodiff backend, the tensors are on the CPU, there is no cache
+/// `B` is ember's tch backend or its inner backend, the tensors are on the CPU, there is no cache
 /// offset and any padding is at the end of rows.
 pub(crate) fn applies<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, mask: &AttnMask<B>) -> bool {
-    let torch = TypeId::of::<B>() == TypeId::of::<AdT>() || TypeId::of::<B>() == TypeId::of::<T>();
+    let torch = layer_of::<B, AdT>().is_some();
     let device = q.device();
     let on_cpu = (&device as &dyn Any)
         .downcast_ref::<LibTorchDevice>()

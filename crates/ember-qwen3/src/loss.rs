@@ -19,7 +19,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
 
-use crate::attention::{float_tensor, is_autodiff_of, register, same_type};
+use ember_backend::{AutodiffOp, dispatch_autodiff, same_type};
+
+use crate::attention::{chunk_ranges, float_tensor, register};
 use crate::model::IGNORE_INDEX;
 
 /// Logits per chunk by default (64 Mi floats, 256 MiB in f32): 441 tokens of a 151,936-word
@@ -133,40 +135,42 @@ pub fn chunked_head_cross_entropy<B: Backend>(
     chunk: usize,
 ) -> Tensor<B, 1> {
     let chunk = chunk.max(1);
-    #[cfg(feature = "flex")]
-    if is_autodiff_of::<B, burn::backend::Flex>() {
-        return via_autodiff::<B, burn::backend::Flex>(hidden, weight, targets, chunk);
+    match dispatch_autodiff(HeadCrossEntropyOp {
+        hidden,
+        weight,
+        targets,
+        chunk,
+    }) {
+        Ok(sum) => sum,
+        Err(HeadCrossEntropyOp {
+            hidden,
+            weight,
+            targets,
+            chunk,
+        }) => ce_forward(hidden, weight, targets, chunk, false).0,
     }
-    #[cfg(feature = "tch")]
-    if is_autodiff_of::<B, burn::backend::LibTorch<f32>>() {
-        return via_autodiff::<B, burn::backend::LibTorch<f32>>(hidden, weight, targets, chunk);
-    }
-    #[cfg(feature = "cuda")]
-    if is_autodiff_of::<B, burn::backend::Cuda<f32, i32>>() {
-        return via_autodiff::<B, burn::backend::Cuda<f32, i32>>(hidden, weight, targets, chunk);
-    }
-    ce_forward(hidden, weight, targets, chunk, false).0
 }
 
-fn via_autodiff<B: Backend, I: Backend>(
+/// [`chunked_head_cross_entropy`]'s arguments, for [`dispatch_autodiff`].
+struct HeadCrossEntropyOp<B: Backend> {
     hidden: Tensor<B, 2>,
     weight: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     chunk: usize,
-) -> Tensor<B, 1> {
-    let out = head_cross_entropy_autodiff::<I, NoCheckpointing>(
-        same_type(hidden),
-        same_type(weight),
-        same_type(targets),
-        chunk,
-    );
-    same_type(out)
 }
 
-fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n)
-        .step_by(chunk)
-        .map(move |i0| (i0, (i0 + chunk).min(n)))
+impl<B: Backend> AutodiffOp<B> for HeadCrossEntropyOp<B> {
+    type Output = Tensor<B, 1>;
+
+    fn run<I: Backend>(self) -> Tensor<B, 1> {
+        let out = head_cross_entropy_autodiff::<I, NoCheckpointing>(
+            same_type(self.hidden),
+            same_type(self.weight),
+            same_type(self.targets),
+            self.chunk,
+        );
+        same_type(out)
+    }
 }
 
 fn chunk_logits<B: Backend>(
@@ -198,7 +202,7 @@ fn ce_forward<B: Backend>(
     let device = hidden.device();
     let mut sum = Tensor::<B, 1>::zeros([1], (&device, DType::F32));
     let mut grads = Vec::new();
-    for (i0, i1) in chunks(n, chunk) {
+    for (i0, i1) in chunk_ranges(n, chunk) {
         let c = i1 - i0;
         let logits = chunk_logits(&hidden, &weight, i0, c);
         let idx = targets.clone().narrow(0, i0, c);
