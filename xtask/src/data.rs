@@ -5,21 +5,20 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::args::ConfigArgs;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// A TOML run config; its [model] gives the tokenizer and [data] the datasets.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override a key (repeatable), as for finetune.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    // The run config: its [model] gives the tokenizer and [data] the datasets.
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Write the tokenized training samples as JSON lines.
     #[arg(long)]
     export: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = crate::finetune::load_config(args.config.as_deref(), &args.set)?;
+    let cfg = args.config.load()?;
     let tok_path = cfg.model.model_name_or_path.join("tokenizer.json");
     let tok = ember_data::Tokenizer::from_file(&tok_path)?;
     let data = ember_data::load_sft(&cfg.data, &tok).context("loading the data")?;

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_eval::{
     Encoder, EvalOptions, ModelSpec, PeftAdapterLoader, Prepared, ScoreTable, Strategy,
     checkpoint_specs, evaluate, load_scorer, prepare, select,
 };
+
+use crate::args::BackendArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,9 +51,8 @@ pub struct Args {
     /// Print the table as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
-    /// flex | tch | tch-cuda:N | cuda:N
-    #[arg(long, default_value_t = BackendChoice::default_compiled())]
-    backend: BackendChoice,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 struct Eval<'a> {
@@ -125,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         n => Strategy::Packed { max_tokens: n },
     };
     let table = ember_backend::run(
-        args.backend,
+        args.backend.backend,
         Eval {
             specs,
             prepared: &prepared,

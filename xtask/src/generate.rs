@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use burn::tensor::DType;
-use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
+use ember_backend::{AutodiffBackend, BackendOp};
 use ember_qwen3::{GenerationConfig, Sampling, load_pretrained};
+
+use crate::args::BackendArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,9 +35,8 @@ pub struct Args {
     /// Print `{"prompt_ids": [...], "ids": [...], "text": "..."}`.
     #[arg(long)]
     json: bool,
-    /// flex | tch | tch-cuda:N | cuda:N
-    #[arg(long, default_value_t = BackendChoice::default_compiled())]
-    backend: BackendChoice,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 struct Generate {
@@ -77,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("tokenizing the prompt: {e}"))?
         .get_ids()
         .to_vec();
-    let (json, backend) = (args.json, args.backend);
+    let (json, backend) = (args.json, args.backend.backend);
     let ids = ember_backend::run(
         backend,
         Generate {

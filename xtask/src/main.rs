@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: ember's command line. Each command parses its arguments and calls the
 //! crates; no logic lives here.
 
+mod args;
 mod bench;
 mod data;
 mod eval;

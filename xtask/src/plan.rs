@@ -1,8 +1,6 @@
 //! `cargo xtask plan`: what a run will be before it runs (samples, tokens, steps, trainable
 //! parameters, memory, time), from `config.json` alone; `--samples N` plans without a dataset.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_data::SftData;
@@ -11,17 +9,15 @@ use ember_study::memory::GPU_RUNTIME_BYTES;
 use ember_study::plan::{Plan, PlanOptions, has_weights, plan};
 use ember_train::FinetuneConfig;
 
+use crate::args::{BackendArgs, ConfigArgs};
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// A TOML run config. Without it, the embedded demo.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override a key (repeatable), as for finetune.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// flex | tch | tch-cuda:N | cuda:N (the memory estimate and calibration use it).
-    #[arg(long, default_value_t = BackendChoice::default_compiled())]
-    backend: BackendChoice,
+    #[command(flatten)]
+    config: ConfigArgs,
+    // The memory estimate and calibration use the backend.
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Plan for N training samples without reading the dataset.
     #[arg(long)]
     samples: Option<usize>,
@@ -65,11 +61,9 @@ impl BackendOp for Calibrate<'_> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = crate::finetune::load_config(args.config.as_deref(), &args.set)?;
-    let on_gpu = matches!(
-        args.backend,
-        BackendChoice::Cuda(_) | BackendChoice::TchCuda(_)
-    );
+    let cfg = args.config.load()?;
+    let backend = args.backend.backend;
+    let on_gpu = matches!(backend, BackendChoice::Cuda(_) | BackendChoice::TchCuda(_));
     let opts = PlanOptions {
         samples: args.samples,
         eval_samples: args.eval_samples,
@@ -87,10 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         eprintln!(
             "calibrating: {steps} steps on {} ({weights:?} weights)",
-            args.backend
+            backend
         );
         ember_backend::run(
-            args.backend,
+            backend,
             Calibrate {
                 cfg: &cfg,
                 data: &planned.data,
