@@ -18,8 +18,6 @@ pub enum StudyError {
     Run { run: String, reason: String },
     #[error("plan: {0}")]
     Plan(String),
-    #[error("plot {path}: {message}")]
-    Plot { path: PathBuf, message: String },
     #[error(transparent)]
     Train(#[from] ember_train::TrainError),
     #[error(transparent)]
