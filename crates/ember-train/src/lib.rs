@@ -4,6 +4,7 @@
 //! - [`config`]: [`FinetuneConfig`], the TOML run config with LLaMA-Factory/HF key names.
 //! - [`plan`]: [`StepPlan`], micro-batches, steps and epochs as HF computes them.
 //! - [`trainer`]: [`Run`]: load, then train; evaluation loss as HF computes it.
+//! - [`finetune`]: [`finetune()`], a run loaded and trained on the backend the caller names.
 //! - [`adapter`]: attaching, saving and counting the LoRA adapter of a run.
 //! - [`checkpoint`]: `checkpoint-N` directories, written atomically.
 //! - [`previous`]: starting over without losing the previous run before its replacement exists.
@@ -42,6 +43,7 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod finetune;
 pub mod plan;
 pub mod plot;
 pub mod previous;
@@ -64,6 +66,7 @@ pub const OUTPUT_FILES: [&str; 9] = [
 
 pub use config::FinetuneConfig;
 pub use error::TrainError;
+pub use finetune::finetune;
 pub use plan::StepPlan;
 pub use report::{Banner, Reporter, Summary};
 pub use state::{LogEntry, TrainerState};
