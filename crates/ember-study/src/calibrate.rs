@@ -264,7 +264,8 @@ pub fn run_plan(cfg: &FinetuneConfig, cmd: &PlanCommand) -> Result<(), StudyErro
         )??;
     }
     if cmd.json {
-        let json = serde_json::to_string_pretty(&planned.plan).map_err(|e| StudyError::Plan(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&planned.plan)
+            .map_err(|e| StudyError::Plan(e.to_string()))?;
         println!("{json}");
     } else {
         println!("{}", planned.plan);
