@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 use crate::args::ConfigArgs;
 
 #[derive(clap::Args)]
@@ -19,16 +17,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.config.load()?;
-    let tok_path = cfg.model.model_name_or_path.join("tokenizer.json");
-    let tok = ember_data::Tokenizer::from_file(&tok_path)?;
-    let data = ember_data::load_sft(&cfg.data, &tok).context("loading the data")?;
-    println!("{}", data.stats);
-    if let Some(first) = data.train.first() {
-        println!("{}", ember_data::preview(first, &tok)?);
-    }
-    if let Some(path) = args.export {
-        ember_data::export_jsonl(&data.train, &path)?;
-        println!("wrote {} samples to {}", data.train.len(), path.display());
-    }
+    let tokenizer = cfg.model.model_name_or_path.join("tokenizer.json");
+    let text = ember_data::inspect(&cfg.data, &tokenizer, args.export.as_deref())?;
+    println!("{text}");
     Ok(())
 }
