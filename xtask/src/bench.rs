@@ -55,8 +55,8 @@ pub struct Args {
     /// HF's attn_implementation (sdpa is transformers' default; eager is the reference math).
     #[arg(long, default_value = "sdpa")]
     hf_attn: String,
-    /// Also time the phases of a step (forward+loss, backward, clip+optimizer) and ember's RSS
-    /// after the forward and after the backward.
+    /// Also time the phases of a step (ember: forward+backward, clip+optimizer; HF: forward+loss,
+    /// backward, clip+optimizer) and ember's RSS after the backward.
     #[arg(long)]
     profile: bool,
     /// Model shape of the `gpu` case: qwen3-8b | qwen3-0.6b.

@@ -84,7 +84,7 @@ impl BackendOp for Generate<'_> {
             eos_token_ids: cfg.eos_ids(),
         };
         let generation = model
-            .generate(&cfg, self.prompt_ids, &settings, &device)
+            .generate(self.prompt_ids, &settings, &device)
             .map_err(|e| EvalError::Model(e.to_string()))?;
         Ok(generation.ids)
     }

@@ -14,8 +14,7 @@ use std::collections::HashMap;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
-use ember_qwen3::model::Rope;
-use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM};
+use ember_qwen3::{ModelInputs, Qwen3Config, Qwen3ForCausalLM};
 
 use crate::EvalError;
 
@@ -234,21 +233,14 @@ impl<B: Backend> Qwen3Scorer<B> {
         let device = &self.device;
         let m = &self.model;
         let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, t]), device);
-        let mut x = m.model.embed_tokens.forward(input);
-        let max_pos = pos.iter().copied().max().unwrap_or(0) as usize;
-        // The model's own RoPE table, rows picked per token, so positions restart in each segment.
-        let table = Rope::<B>::new(&self.cfg, 0, max_pos + 1, x.dtype(), device);
-        let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(pos, [t]), device);
-        let rope = Rope {
-            cos: table.cos.select(0, pos.clone()),
-            sin: table.sin.select(0, pos),
-        };
+        // Positions restart in each segment; the block mask keeps segments and branches apart.
+        let pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [1, t]), device);
         let mask =
             Tensor::<B, 4, Bool>::from_data(TensorData::new(forbidden, [1, 1, t, t]), device);
-        for layer in &m.model.layers {
-            x = layer.forward(x, &rope, mask.clone(), None);
-        }
-        let hidden = m.model.norm.forward(x);
+        let inputs = ModelInputs::new(input)
+            .with_position_ids(pos)
+            .with_dense_mask(mask);
+        let hidden = m.forward_hidden(&inputs, None);
         let n = rows.len();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), device);
         let logits = m.lm_head(hidden.select(1, rows));
@@ -283,7 +275,7 @@ impl<B: Backend> Qwen3Scorer<B> {
                     .collect();
                 let (len, m) = (ids.len(), cont.len());
                 let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, len]), device);
-                let logits = self.model.forward(input, None, &self.cfg);
+                let logits = self.model.forward(&ModelInputs::new(input));
                 let v = logits.dims()[2];
                 let logits = logits.slice([0..1, len - m..len, 0..v]);
                 let targets = cont.iter().map(|&t| i64::from(t)).collect();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
-use ember_qwen3::{Qwen3Config, Qwen3ForCausalLM, load_pretrained};
+use ember_qwen3::{ModelInputs, Qwen3Config, Qwen3ForCausalLM, load_pretrained};
 
 use crate::EvalError;
 use crate::model::Qwen3Scorer;
@@ -183,7 +183,7 @@ pub fn eval_loss<B: Backend>(
             Tensor::<B, 2, Int>::from_data(TensorData::new(ex.labels.clone(), [1, n]), device);
         let loss: f32 = scorer
             .model
-            .forward_loss(ids, None, labels, &scorer.cfg)
+            .forward_loss(&ModelInputs::new(ids).with_labels(labels))
             .mean()
             .into_data()
             .convert::<f32>()

@@ -21,11 +21,10 @@
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor};
 
-use crate::config::Qwen3Config;
-use crate::model::{Qwen3ForCausalLM, Rope};
+use crate::model::{DecoderInput, ModelInputs, Qwen3ForCausalLM};
 
 /// How the backward pass gets the activations it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,61 +54,50 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
     /// `backprop` says. Both ways give the same gradients up to float rounding.
     pub fn loss_and_grads(
         &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        labels: Tensor<B, 2, Int>,
-        cfg: &Qwen3Config,
+        inputs: ModelInputs<B>,
         divisor: f64,
         backprop: Backprop,
     ) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
         match backprop {
             Backprop::FullGraph => {
-                let loss = self
-                    .forward_loss(input_ids, attention_mask, labels, cfg)
-                    .sum
-                    .div_scalar(divisor);
+                let loss = self.forward_loss(&inputs).sum.div_scalar(divisor);
                 let value = loss.clone().inner();
                 (value, GradientsParams::from_grads(loss.backward(), self))
             }
-            Backprop::Recompute => {
-                self.loss_and_grads_recompute(input_ids, attention_mask, labels, cfg, divisor)
-            }
+            Backprop::Recompute => self.loss_and_grads_recompute(inputs, divisor),
         }
     }
 
     fn loss_and_grads_recompute(
         &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        labels: Tensor<B, 2, Int>,
-        cfg: &Qwen3Config,
+        inputs: ModelInputs<B>,
         divisor: f64,
     ) -> (Tensor<B::InnerBackend, 1>, GradientsParams) {
         let layers = &self.model.layers;
-        let (x, rope, mask) = self.layers_input(input_ids, attention_mask, cfg, 0);
-        let rope_inner = Rope {
-            cos: rope.cos.clone().inner(),
-            sin: rope.sin.clone().inner(),
-        };
-        let mask_inner = mask.clone().map_bool(|t| t.inner(), |t| t.inner());
+        let input = self.decoder_input(&inputs, 0);
+        let (rope, mask) = (input.rope.clone(), input.mask.clone());
 
-        // 1. Gradient-free forward, keeping each layer's input.
-        let mut x = x.inner();
-        let mut inputs = Vec::with_capacity(layers.len());
-        for layer in layers {
-            let mut inner = layer.valid();
-            for linear in inner.linears_mut() {
+        // 1. Gradient-free forward on the inner backend (drawing the dropout masks the recompute
+        // will draw), keeping each layer's input.
+        let mut inner = self.valid();
+        for layer in &mut inner.model.layers {
+            for linear in layer.linears_mut() {
                 linear.force_dropout = true;
             }
-            inputs.push(x.clone());
-            x = inner.forward(x, &rope_inner, mask_inner.clone(), None);
         }
+        let inner_input = DecoderInput {
+            hidden: input.hidden.inner(),
+            rope: rope.inner(),
+            mask: mask.clone().map_bool(|t| t.inner(), |t| t.inner()),
+        };
+        let mut saved = Vec::with_capacity(layers.len());
+        let hidden = inner.decode_layers(inner_input, None, |_, x| saved.push(x.clone()));
 
         // 2. Final norm and loss with autodiff from the last layer's output.
         let mut acc = GradientsAccumulator::<Self>::new();
-        let last = Tensor::<B, 3>::from_inner(x).require_grad();
+        let last = Tensor::<B, 3>::from_inner(hidden).require_grad();
         let loss = self
-            .loss_from_hidden(self.model.norm.forward(last.clone()), labels)
+            .loss_from_hidden(self.model.norm.forward(last.clone()), inputs.loss_labels())
             .sum
             .div_scalar(divisor);
         let value = loss.clone().inner();
@@ -120,7 +108,7 @@ impl<B: AutodiffBackend> Qwen3ForCausalLM<B> {
         drop(grads);
 
         // 3. Each layer again, last to first, with autodiff, fed the gradient of its output.
-        for (i, (layer, input)) in layers.iter().zip(inputs).enumerate().rev() {
+        for (i, (layer, input)) in layers.iter().zip(saved).enumerate().rev() {
             let Some(g) = upstream.take() else {
                 break; // nothing below depends on the loss (cannot happen with a real loss)
             };

@@ -4,8 +4,8 @@
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::{Rng, SeedableRng};
 
-use crate::model::{LayerCache, Qwen3ForCausalLM};
-use crate::{Qwen3Config, Qwen3Error};
+use crate::Qwen3Error;
+use crate::model::{LayerCache, ModelInputs, Qwen3ForCausalLM};
 
 /// How to pick each next token.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +72,6 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     /// reuses the cached keys and values.
     pub fn generate(
         &self,
-        cfg: &Qwen3Config,
         prompt: &[u32],
         gcfg: &GenerationConfig,
         device: &B::Device,
@@ -81,11 +80,9 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         if prompt.is_empty() {
             return Err(Qwen3Error::Generation("the prompt has no tokens".into()));
         }
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-            return Err(Qwen3Error::TokenOutOfRange {
-                id,
-                vocab: cfg.vocab_size,
-            });
+        let vocab = self.vocab_size();
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Qwen3Error::TokenOutOfRange { id, vocab });
         }
         let mut rng = gcfg
             .sampling
@@ -98,7 +95,7 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
             let n = input.len();
             let ids = TensorData::new(input.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]);
             let ids = Tensor::<B, 2, Int>::from_data(ids, device);
-            let hidden = self.forward_hidden(ids, None, cfg, Some(&mut cache));
+            let hidden = self.forward_hidden(&ModelInputs::new(ids), Some(&mut cache));
             let h = hidden.dims()[2];
             let last = hidden.slice([0..1, n - 1..n, 0..h]);
             let logits: Vec<f32> = self

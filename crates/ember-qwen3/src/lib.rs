@@ -30,6 +30,9 @@ pub use config::Qwen3Config;
 pub use error::Qwen3Error;
 pub use generate::{Generation, GenerationConfig, Sampling, StopReason};
 pub use loss::LossImpl;
-pub use model::{IGNORE_INDEX, LossSum, Qwen3ForCausalLM, shifted_cross_entropy};
+pub use model::{
+    DecoderInput, IGNORE_INDEX, LossSum, ModelInputs, Qwen3ForCausalLM, RotaryEmbedding,
+    shifted_cross_entropy,
+};
 pub use pretrained::{load_pretrained, random_model};
 pub use weights::{RandomInit, SafetensorsSource, WeightSource};

@@ -8,6 +8,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData, backend::Backend};
 
+use ember_data::Batch;
 use ember_lora::LoraLinear;
 
 use crate::attention::{AttentionImpl, AttnMask, attention};
@@ -15,8 +16,8 @@ use crate::config::Qwen3Config;
 use crate::loss::{LossImpl, chunked_head_cross_entropy, int_tensor, shifted_targets};
 use crate::weights::{Init, WeightSource};
 
-/// Label value excluded from the loss (PyTorch's `ignore_index`).
-pub const IGNORE_INDEX: i64 = -100;
+/// Label value excluded from the loss (PyTorch's `ignore_index`): ember-data's, as a tensor element.
+pub const IGNORE_INDEX: i64 = ember_data::IGNORE_INDEX as i64;
 
 /// RMSNorm: the statistics are computed in f32 whatever the input dtype, and the weight is applied
 /// after casting back (as HF's `Qwen3RMSNorm`).
@@ -76,35 +77,45 @@ fn linear<B: Backend>(
     LoraLinear::frozen(w, b)
 }
 
-/// RoPE tables for a run of positions: `cos`, `sin` of shape `[seq, head_dim]`.
+/// HF `Qwen3RotaryEmbedding`: the inverse frequencies, derived from the config once and kept by
+/// the model; [`RotaryEmbedding::tables`] turns positions into the cos/sin tables a forward uses.
 #[derive(Debug, Clone)]
-pub struct Rope<B: Backend> {
-    pub cos: Tensor<B, 2>,
-    pub sin: Tensor<B, 2>,
+pub struct RotaryEmbedding {
+    /// `1 / theta^(2i/d) / linear_scale`, `d/2` values in f32, exactly as HF computes them.
+    inv_freq: Vec<f32>,
 }
 
-impl<B: Backend> Rope<B> {
-    /// Positions `start..start+len`, computed in f32 exactly as HF's `Qwen3RotaryEmbedding`
-    /// (`inv_freq = 1 / theta^(2i/d)`, `freqs = pos * inv_freq`, `emb = cat(freqs, freqs)`).
-    pub fn new(
-        cfg: &Qwen3Config,
-        start: usize,
-        len: usize,
-        dtype: DType,
-        device: &B::Device,
-    ) -> Self {
+impl RotaryEmbedding {
+    pub fn new(cfg: &Qwen3Config) -> Self {
         let d = cfg.head_dim;
         let theta = cfg.rope_theta as f32;
         let scale = cfg.rope_position_scale() as f32;
-        let inv_freq: Vec<f32> = (0..d / 2)
+        let inv_freq = (0..d / 2)
             .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32) / scale)
             .collect();
-        let mut cos = Vec::with_capacity(len * d);
-        let mut sin = Vec::with_capacity(len * d);
-        for p in start..start + len {
-            for half in 0..2 {
-                let _ = half;
-                for f in &inv_freq {
+        Self { inv_freq }
+    }
+
+    fn head_dim(&self) -> usize {
+        2 * self.inv_freq.len()
+    }
+
+    /// Tables for `positions` (`rows` rows of equal length, row-major): `[rows, len, head_dim]`,
+    /// `emb = cat(freqs, freqs)` with `freqs = pos * inv_freq` in f32, as HF.
+    pub fn tables<B: Backend>(
+        &self,
+        positions: &[i64],
+        rows: usize,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Rope<B> {
+        let d = self.head_dim();
+        let len = positions.len() / rows.max(1);
+        let mut cos = Vec::with_capacity(positions.len() * d);
+        let mut sin = Vec::with_capacity(positions.len() * d);
+        for &p in positions {
+            for _half in 0..2 {
+                for f in &self.inv_freq {
                     let a = p as f32 * f;
                     cos.push(a.cos());
                     sin.push(a.sin());
@@ -112,23 +123,55 @@ impl<B: Backend> Rope<B> {
             }
         }
         let mk = |v: Vec<f32>| {
-            Tensor::<B, 2>::from_data(TensorData::new(v, [len, d]), device).cast(dtype)
+            Tensor::<B, 3>::from_data(TensorData::new(v, [rows, len, d]), device).cast(dtype)
         };
-        Self {
+        Rope {
             cos: mk(cos),
             sin: mk(sin),
         }
     }
 
+    /// Tables for positions `start..start + len` of every row: `[1, len, head_dim]`.
+    pub fn range<B: Backend>(
+        &self,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        device: &B::Device,
+    ) -> Rope<B> {
+        let positions: Vec<i64> = (start..start + len).map(|p| p as i64).collect();
+        self.tables(&positions, 1, dtype, device)
+    }
+}
+
+/// RoPE tables of one forward: `cos`, `sin` of shape `[batch or 1, seq, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    pub cos: Tensor<B, 3>,
+    pub sin: Tensor<B, 3>,
+}
+
+impl<B: Backend> Rope<B> {
     /// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, seq, head_dim]`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, s, d] = x.dims();
         let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
         let x2 = x.clone().slice([0..b, 0..h, 0..s, d / 2..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let cos = self.cos.clone().unsqueeze::<4>();
-        let sin = self.sin.clone().unsqueeze::<4>();
+        let cos = self.cos.clone().unsqueeze_dim::<4>(1);
+        let sin = self.sin.clone().unsqueeze_dim::<4>(1);
         x * cos + rotated * sin
+    }
+
+    /// The same tables on the inner backend (layer recompute's gradient-free forward).
+    pub fn inner(&self) -> Rope<B::InnerBackend>
+    where
+        B: burn::tensor::backend::AutodiffBackend,
+    {
+        Rope {
+            cos: self.cos.clone().inner(),
+            sin: self.sin.clone().inner(),
+        }
     }
 }
 
@@ -301,12 +344,14 @@ impl<B: Backend> DecoderLayer<B> {
     }
 }
 
-/// HF `Qwen3Model`: embeddings, decoder layers, final norm.
+/// HF `Qwen3Model`: embeddings, decoder layers, final norm, and the rotary embedding they share.
 #[derive(Module, Debug)]
 pub struct Qwen3Model<B: Backend> {
     pub embed_tokens: Embedding<B>,
     pub layers: Vec<DecoderLayer<B>>,
     pub norm: RmsNorm<B>,
+    /// Not a parameter (HF's `inv_freq` is a non-persistent buffer).
+    pub rotary_emb: RotaryEmbedding,
 }
 
 /// HF `Qwen3ForCausalLM`. `lm_head` is `None` when the embeddings are tied.
@@ -316,6 +361,84 @@ pub struct Qwen3ForCausalLM<B: Backend> {
     pub lm_head: Option<LoraLinear<B>>,
     /// How [`Qwen3ForCausalLM::forward_loss`] computes the loss; not a parameter.
     pub loss_impl: LossImpl,
+}
+
+/// What one forward reads, under HF's argument names.
+#[derive(Debug, Clone)]
+pub struct ModelInputs<B: Backend> {
+    /// `[batch, seq]` token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// HF's 2D `attention_mask` over the `past + seq` keys (1 = token, 0 = padding); `None`: all
+    /// tokens. The mask is always causal on top.
+    pub attention_mask: Option<Tensor<B, 2, Int>>,
+    /// A whole `[batch or 1, 1, seq, past + seq]` mask, true where attention is forbidden (HF's 4D
+    /// `attention_mask`); replaces the causal and padding mask. How packed sequences keep apart.
+    pub dense_mask: Option<Tensor<B, 4, Bool>>,
+    /// `[batch, seq]` RoPE positions (HF's `position_ids`); `None`: `past..past + seq` in every
+    /// row, as HF's default.
+    pub position_ids: Option<Tensor<B, 2, Int>>,
+    /// `[batch, seq]` labels for the loss; positions labelled [`IGNORE_INDEX`] are not supervised.
+    /// `None`: the loss takes the input ids (every token supervised, HF's `labels = input_ids`).
+    pub labels: Option<Tensor<B, 2, Int>>,
+}
+
+impl<B: Backend> ModelInputs<B> {
+    pub fn new(input_ids: Tensor<B, 2, Int>) -> Self {
+        Self {
+            input_ids,
+            attention_mask: None,
+            dense_mask: None,
+            position_ids: None,
+            labels: None,
+        }
+    }
+
+    pub fn with_attention_mask(mut self, mask: Tensor<B, 2, Int>) -> Self {
+        self.attention_mask = Some(mask);
+        self
+    }
+
+    pub fn with_dense_mask(mut self, mask: Tensor<B, 4, Bool>) -> Self {
+        self.dense_mask = Some(mask);
+        self
+    }
+
+    pub fn with_position_ids(mut self, position_ids: Tensor<B, 2, Int>) -> Self {
+        self.position_ids = Some(position_ids);
+        self
+    }
+
+    pub fn with_labels(mut self, labels: Tensor<B, 2, Int>) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
+    /// A collated batch's input ids, attention mask and labels on `device`.
+    pub fn from_batch(batch: &Batch, device: &B::Device) -> Self {
+        let shape = [batch.batch_size, batch.seq_len];
+        let t =
+            |v: &[i64]| Tensor::<B, 2, Int>::from_data(TensorData::new(v.to_vec(), shape), device);
+        Self::new(t(&batch.input_ids))
+            .with_attention_mask(t(&batch.attention_mask))
+            .with_labels(t(&batch.labels))
+    }
+
+    /// The labels the loss uses (see [`ModelInputs::labels`]).
+    pub(crate) fn loss_labels(&self) -> Tensor<B, 2, Int> {
+        self.labels
+            .clone()
+            .unwrap_or_else(|| self.input_ids.clone())
+    }
+}
+
+/// What the first decoder layer gets: hidden states `[batch, seq, hidden]`, the RoPE tables of
+/// the positions and the attention mask (causal plus key padding is never materialised as
+/// `[seq, keys]`: attention chunks build their rows).
+#[derive(Debug, Clone)]
+pub struct DecoderInput<B: Backend> {
+    pub hidden: Tensor<B, 3>,
+    pub rope: Rope<B>,
+    pub mask: AttnMask<B>,
 }
 
 /// Sum of token cross-entropies and the number of supervised tokens: the loss is `sum / count`,
@@ -365,6 +488,7 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
                 },
                 layers,
                 norm,
+                rotary_emb: RotaryEmbedding::new(cfg),
             },
             lm_head,
             loss_impl: LossImpl::chunked_for_vocab(cfg.vocab_size),
@@ -421,48 +545,68 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         }
     }
 
-    /// Final hidden states (after `model.norm`), `[batch, seq, hidden]`.
+    /// The embeddings, RoPE tables and mask of `inputs`, after `past` cached positions.
+    pub fn decoder_input(&self, inputs: &ModelInputs<B>, past: usize) -> DecoderInput<B> {
+        let [b, s] = inputs.input_ids.dims();
+        let device = inputs.input_ids.device();
+        let hidden = self.model.embed_tokens.forward(inputs.input_ids.clone());
+        let dtype = hidden.dtype();
+        let rotary = &self.model.rotary_emb;
+        let rope = match &inputs.position_ids {
+            None => rotary.range(past, s, dtype, &device),
+            Some(p) => {
+                let positions: Vec<i64> = p.clone().into_data().iter::<i64>().collect();
+                rotary.tables(&positions, b, dtype, &device)
+            }
+        };
+        let mask = match &inputs.dense_mask {
+            Some(m) => AttnMask::Dense(m.clone()),
+            None => AttnMask::Causal {
+                past,
+                padding: inputs.attention_mask.clone().map(|am| am.equal_elem(0)),
+            },
+        };
+        DecoderInput { hidden, rope, mask }
+    }
+
+    /// The decoder loop, the only one: every layer in order (without the final norm).
+    /// `observe(i, x)` sees each layer's input first (layer recompute keeps them); with a cache,
+    /// each layer appends its keys and values.
+    pub fn decode_layers(
+        &self,
+        input: DecoderInput<B>,
+        mut cache: Option<&mut Vec<LayerCache<B>>>,
+        mut observe: impl FnMut(usize, &Tensor<B, 3>),
+    ) -> Tensor<B, 3> {
+        let DecoderInput {
+            hidden: mut x,
+            rope,
+            mask,
+        } = input;
+        if let Some(c) = cache.as_mut() {
+            c.resize_with(self.model.layers.len(), LayerCache::default);
+        }
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            observe(i, &x);
+            let layer_cache = cache.as_mut().map(|c| &mut c[i]);
+            x = layer.forward(x, &rope, mask.clone(), layer_cache);
+        }
+        x
+    }
+
+    /// Final hidden states (after `model.norm`), `[batch, seq, hidden]`. With a cache, the
+    /// positions continue after the cached ones.
     pub fn forward_hidden(
         &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        cfg: &Qwen3Config,
-        mut cache: Option<&mut Vec<LayerCache<B>>>,
+        inputs: &ModelInputs<B>,
+        cache: Option<&mut Vec<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
         let past = cache
             .as_ref()
             .and_then(|c| c.first())
             .map_or(0, |c| c.len());
-        let (mut x, rope, mask) = self.layers_input(input_ids, attention_mask, cfg, past);
-        if let Some(c) = cache.as_mut() {
-            c.resize_with(self.model.layers.len(), LayerCache::default);
-        }
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let layer_cache = cache.as_mut().map(|c| &mut c[i]);
-            x = layer.forward(x, &rope, mask.clone(), layer_cache);
-        }
+        let x = self.decode_layers(self.decoder_input(inputs, past), cache, |_, _| {});
         self.model.norm.forward(x)
-    }
-
-    /// What the first decoder layer gets: the embeddings `[batch, seq, hidden]`, the RoPE tables of
-    /// positions `past..past+seq` and the attention mask (causal plus key padding, never
-    /// materialised as `[seq, keys]`: chunks build their rows).
-    pub fn layers_input(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        cfg: &Qwen3Config,
-        past: usize,
-    ) -> (Tensor<B, 3>, Rope<B>, AttnMask<B>) {
-        let s = input_ids.dims()[1];
-        let device = input_ids.device();
-        let x = self.model.embed_tokens.forward(input_ids);
-        let rope = Rope::new(cfg, past, s, x.dtype(), &device);
-        let mask = AttnMask::Causal {
-            past,
-            padding: attention_mask.map(|am| am.equal_elem(0)),
-        };
-        (x, rope, mask)
     }
 
     /// The output projection applied to hidden states; logits in f32.
@@ -483,27 +627,16 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     }
 
     /// Logits `[batch, seq, vocab]` in f32.
-    pub fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        cfg: &Qwen3Config,
-    ) -> Tensor<B, 3> {
-        self.lm_head(self.forward_hidden(input_ids, attention_mask, cfg, None))
+    pub fn forward(&self, inputs: &ModelInputs<B>) -> Tensor<B, 3> {
+        self.lm_head(self.forward_hidden(inputs, None))
     }
 
     /// Shifted next-token cross-entropy over positions whose label is not [`IGNORE_INDEX`]:
     /// position `t` predicts `labels[t + 1]` (HF `ForCausalLMLoss`). Computed as
     /// [`Qwen3ForCausalLM::loss_impl`] says (chunked by default; the same sum and count).
-    pub fn forward_loss(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        labels: Tensor<B, 2, Int>,
-        cfg: &Qwen3Config,
-    ) -> LossSum<B> {
-        let hidden = self.forward_hidden(input_ids, attention_mask, cfg, None);
-        self.loss_from_hidden(hidden, labels)
+    pub fn forward_loss(&self, inputs: &ModelInputs<B>) -> LossSum<B> {
+        let hidden = self.forward_hidden(inputs, None);
+        self.loss_from_hidden(hidden, inputs.loss_labels())
     }
 
     /// The loss of [`Qwen3ForCausalLM::forward_loss`] from the final hidden states (after
@@ -518,16 +651,9 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
     /// [`Qwen3ForCausalLM::forward_loss`] with the head and loss computed `chunk_tokens`
     /// supervised positions at a time (see [`crate::loss`]); positions whose label is ignored are
     /// never projected. Reads the labels back to the host to find the supervised positions.
-    pub fn forward_loss_chunked(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Option<Tensor<B, 2, Int>>,
-        labels: Tensor<B, 2, Int>,
-        cfg: &Qwen3Config,
-        chunk_tokens: usize,
-    ) -> LossSum<B> {
-        let hidden = self.forward_hidden(input_ids, attention_mask, cfg, None);
-        self.chunked_loss_from_hidden(hidden, labels, chunk_tokens)
+    pub fn forward_loss_chunked(&self, inputs: &ModelInputs<B>, chunk_tokens: usize) -> LossSum<B> {
+        let hidden = self.forward_hidden(inputs, None);
+        self.chunked_loss_from_hidden(hidden, inputs.loss_labels(), chunk_tokens)
     }
 
     fn chunked_loss_from_hidden(
@@ -567,7 +693,8 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         LossSum { sum, count }
     }
 
-    fn vocab_size(&self) -> usize {
+    /// Rows of the output projection (the tokenizer's ids must stay below it).
+    pub fn vocab_size(&self) -> usize {
         match &self.lm_head {
             Some(head) => head.dims().1,
             None => self.model.embed_tokens.weight.dims()[0],

@@ -10,7 +10,7 @@ use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
 use ember_qwen3::attention::{AttentionImpl, AttnMask, attention, chunked_forward};
 use ember_qwen3::loss::{LossImpl, chunked_head_cross_entropy, shifted_targets};
-use ember_qwen3::{IGNORE_INDEX, random_model, shifted_cross_entropy};
+use ember_qwen3::{IGNORE_INDEX, ModelInputs, random_model, shifted_cross_entropy};
 use ember_testing::for_each_backend;
 
 mod common;
@@ -503,7 +503,11 @@ impl BackendOp for ModelParity {
             let t = |v: &Vec<i64>| {
                 Tensor::<B, 2, Int>::from_data(TensorData::new(v.clone(), [b, s]), &device)
             };
-            let out = model.forward_loss(t(&ids), Some(t(&mask)), t(&labels), &cfg);
+            let out = model.forward_loss(
+                &ModelInputs::new(t(&ids))
+                    .with_attention_mask(t(&mask))
+                    .with_labels(t(&labels)),
+            );
             let count: f64 = out.count.clone().into_scalar().elem();
             let sum: f64 = out.sum.clone().into_scalar().elem();
             let grads = out.sum.backward();
@@ -584,11 +588,11 @@ impl BackendOp for Defaults {
             &device,
         );
         let a: f64 = model
-            .forward_loss(ids.clone(), None, ids.clone(), &cfg)
+            .forward_loss(&ModelInputs::new(ids.clone()).with_labels(ids.clone()))
             .sum
             .into_scalar()
             .elem();
-        let b: f64 = shifted_cross_entropy(model.forward(ids.clone(), None, &cfg), ids)
+        let b: f64 = shifted_cross_entropy(model.forward(&ModelInputs::new(ids.clone())), ids)
             .sum
             .into_scalar()
             .elem();

@@ -19,7 +19,8 @@ use ember_lora::{
 };
 use ember_qwen3::lora::model_shape;
 use ember_qwen3::{
-    Backprop, GenerationConfig, Qwen3Config, Qwen3ForCausalLM, load_pretrained, random_model,
+    Backprop, GenerationConfig, ModelInputs, Qwen3Config, Qwen3ForCausalLM, load_pretrained,
+    random_model,
 };
 use ember_testing::for_each_backend;
 use safetensors::SafeTensors;
@@ -228,18 +229,24 @@ impl BackendOp for PeftParity {
     fn run<B: AutodiffBackend>(self, device: B::Device) {
         let r = Reference::load();
         let name = self.adapter;
-        let (cfg, mut model) =
+        let (_, mut model) =
             load_pretrained::<B>(base_dir(&r, name), DType::F32, &device).expect("base");
         let acfg = load_peft(&mut model, &adapter_dir(name)).expect("PEFT adapter loads");
         let b = batch::<B>(&r, &device);
 
-        let logits = to_vec(model.forward(b.ids.clone(), Some(b.mask.clone()), &cfg));
+        let logits = to_vec(
+            model.forward(&ModelInputs::new(b.ids.clone()).with_attention_mask(b.mask.clone())),
+        );
         let want = r.f32s(&format!("{name}.logits"));
         let d = max_abs_diff(&real_rows(&logits, &b.mask_v), &real_rows(&want, &b.mask_v));
         assert!(d <= 1e-4, "{name}: logits differ from PEFT's by {d}");
 
         let loss = model
-            .forward_loss(b.ids, Some(b.mask), b.labels, &cfg)
+            .forward_loss(
+                &ModelInputs::new(b.ids)
+                    .with_attention_mask(b.mask)
+                    .with_labels(b.labels),
+            )
             .mean();
         let got: f64 = loss.clone().into_scalar().elem();
         let want_loss = r.adapter(name)["loss"].as_f64().expect("loss");
@@ -459,25 +466,27 @@ impl BackendOp for MergeExportGenerate {
         let (cfg, mut model) = load_pretrained::<I<B>>(&base, DType::F32, &device).expect("base");
         load_peft(&mut model, &adapter_dir(name)).expect("load");
         let b = batch::<I<B>>(&r, &device);
-        let logits = |m: &Qwen3ForCausalLM<I<B>>, cfg: &Qwen3Config| {
+        let logits = |m: &Qwen3ForCausalLM<I<B>>| {
             real_rows(
-                &to_vec(m.forward(b.ids.clone(), Some(b.mask.clone()), cfg)),
+                &to_vec(
+                    m.forward(&ModelInputs::new(b.ids.clone()).with_attention_mask(b.mask.clone())),
+                ),
                 &b.mask_v,
             )
         };
-        let unmerged = logits(&model, &cfg);
+        let unmerged = logits(&model);
 
         // In memory.
         let w0 = to_vec(model.model.layers[0].mlp.up_proj.weight.val());
         merge(&mut model);
-        let d = max_abs_diff(&logits(&model, &cfg), &unmerged);
+        let d = max_abs_diff(&logits(&model), &unmerged);
         assert!(
             d <= 1e-4,
             "{name}: merged logits differ from unmerged by {d}"
         );
         unmerge(&mut model);
         assert!(max_abs_diff(&to_vec(model.model.layers[0].mlp.up_proj.weight.val()), &w0) <= 1e-6);
-        assert!(max_abs_diff(&logits(&model, &cfg), &unmerged) <= 1e-5);
+        assert!(max_abs_diff(&logits(&model), &unmerged) <= 1e-5);
 
         // Generation with the adapter equals PEFT's.
         let prompt: Vec<u32> =
@@ -486,7 +495,7 @@ impl BackendOp for MergeExportGenerate {
             serde_json::from_value(r.adapter(name)["greedy_ids"].clone()).expect("ids");
         let greedy = GenerationConfig::greedy(want.len(), vec![]);
         let with_adapter = model
-            .generate(&cfg, &prompt, &greedy, &device)
+            .generate(&prompt, &greedy, &device)
             .expect("generate")
             .ids;
         assert_eq!(
@@ -503,7 +512,7 @@ impl BackendOp for MergeExportGenerate {
             .expect("the export loads as a plain model");
         assert_eq!(mcfg, cfg);
         assert!(merged.lora_linears().iter().all(|(_, l)| !l.has_adapter()));
-        let merged_logits = logits(&merged, &mcfg);
+        let merged_logits = logits(&merged);
         let d = max_abs_diff(&merged_logits, &unmerged);
         // A bf16 checkpoint stores the merged weights rounded to bf16.
         let tol = if bf16_base { 0.1 } else { 1e-4 };
@@ -513,7 +522,7 @@ impl BackendOp for MergeExportGenerate {
         );
         if !bf16_base {
             let ids = merged
-                .generate(&mcfg, &prompt, &greedy, &device)
+                .generate(&prompt, &greedy, &device)
                 .expect("generate")
                 .ids;
             assert_eq!(
@@ -524,7 +533,10 @@ impl BackendOp for MergeExportGenerate {
 
         if B::name(&device).contains("flex") {
             let logits_file = tmp.path().join("ember_logits.safetensors");
-            let full = to_vec(merged.forward(b.ids.clone(), Some(b.mask.clone()), &mcfg));
+            let full = to_vec(
+                merged
+                    .forward(&ModelInputs::new(b.ids.clone()).with_attention_mask(b.mask.clone())),
+            );
             let shape = vec![
                 b.mask_v.len() / b.ids.dims()[1],
                 b.ids.dims()[1],
@@ -568,7 +580,7 @@ impl BackendOp for Bf16Base {
     fn run<B: AutodiffBackend>(self, device: B::Device) {
         let r = Reference::load();
         let name = "qwen3-tiny-tied-adapter";
-        let (cfg, mut model) =
+        let (_, mut model) =
             load_pretrained::<B>(base_dir(&r, name), DType::BF16, &device).expect("bf16 base");
         load_peft(&mut model, &adapter_dir(name)).expect("load");
         let q = &model.model.layers[0].self_attn.q_proj;
@@ -580,7 +592,11 @@ impl BackendOp for Bf16Base {
         );
         let b = batch::<B>(&r, &device);
         let loss = model
-            .forward_loss(b.ids, Some(b.mask), b.labels, &cfg)
+            .forward_loss(
+                &ModelInputs::new(b.ids)
+                    .with_attention_mask(b.mask)
+                    .with_labels(b.labels),
+            )
             .mean();
         let got: f64 = loss.clone().into_scalar().elem();
         let want = r.adapter(name)["loss"].as_f64().expect("loss");
@@ -695,19 +711,28 @@ impl BackendOp for Bf16Parity {
             &std::fs::read_to_string(fixtures().join("lora/bf16_reference.json")).expect("json"),
         )
         .expect("bf16_reference.json parses");
-        let (cfg, mut model) =
+        let (_, mut model) =
             load_pretrained::<B>(base_dir(&r, name), DType::BF16, &device).expect("bf16 base");
         load_peft(&mut model, &adapter_dir(name)).expect("load");
         let mut out = Vec::new();
         for backprop in [Backprop::FullGraph, Backprop::Recompute] {
             let b = batch::<B>(&r, &device);
             let count: f64 = model
-                .forward_loss(b.ids.clone(), Some(b.mask.clone()), b.labels.clone(), &cfg)
+                .forward_loss(
+                    &ModelInputs::new(b.ids.clone())
+                        .with_attention_mask(b.mask.clone())
+                        .with_labels(b.labels.clone()),
+                )
                 .count
                 .into_scalar()
                 .elem();
-            let (loss, grads) =
-                model.loss_and_grads(b.ids, Some(b.mask), b.labels, &cfg, count, backprop);
+            let (loss, grads) = model.loss_and_grads(
+                ModelInputs::new(b.ids)
+                    .with_attention_mask(b.mask)
+                    .with_labels(b.labels),
+                count,
+                backprop,
+            );
             let (mut got, mut want, mut f32s) = (Vec::new(), Vec::new(), Vec::new());
             for (path, layer) in model.lora_linears() {
                 let (Some(a), Some(bb)) = (&layer.lora_a, &layer.lora_b) else {

@@ -3,7 +3,7 @@
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendOp};
-use ember_qwen3::{GenerationConfig, StopReason, load_pretrained};
+use ember_qwen3::{GenerationConfig, ModelInputs, StopReason, load_pretrained};
 use ember_testing::for_each_backend;
 use safetensors::SafeTensors;
 
@@ -74,7 +74,8 @@ impl BackendOp for LogitsAndLoss {
         let ids = Tensor::<B, 2, Int>::from_data(ids, &device);
         let mask_t = Tensor::<B, 2, Int>::from_data(mask.clone(), &device);
         let labels = Tensor::<B, 2, Int>::from_data(labels, &device);
-        let logits = model.forward(ids.clone(), Some(mask_t.clone()), &cfg);
+        let logits =
+            model.forward(&ModelInputs::new(ids.clone()).with_attention_mask(mask_t.clone()));
         let got: Vec<f32> = logits.into_data().convert::<f32>().to_vec().expect("f32");
         let (_, want) = r.tensor(&format!("{}.logits", self.model));
         let want: Vec<f32> = want.to_vec().expect("f32");
@@ -96,14 +97,18 @@ impl BackendOp for LogitsAndLoss {
             .count();
         let row0 = ids.clone().slice([0..1, 0..n0]);
         let l0: Vec<f32> = model
-            .forward(row0, None, &cfg)
+            .forward(&ModelInputs::new(row0))
             .into_data()
             .convert::<f32>()
             .to_vec()
             .expect("f32");
         let (_, w0) = r.tensor(&format!("{}.logits_unpadded_row0", self.model));
         let w0: Vec<f32> = w0.to_vec().expect("f32");
-        let loss = model.forward_loss(ids, Some(mask_t), labels, &cfg);
+        let loss = model.forward_loss(
+            &ModelInputs::new(ids)
+                .with_attention_mask(mask_t)
+                .with_labels(labels),
+        );
         let sum: f64 = loss.sum.clone().into_scalar().elem::<f64>();
         let count: f64 = loss.count.clone().into_scalar().elem::<f64>();
         let mean: f64 = loss.mean().into_scalar().elem::<f64>();
@@ -175,12 +180,11 @@ impl BackendOp for Greedy {
         let r = Reference::load();
         let prompt: Vec<u32> =
             serde_json::from_value(r.model(self.model)["greedy_prompt_ids"].clone()).expect("ids");
-        let (cfg, model) =
+        let (_, model) =
             load_pretrained::<B::InnerBackend>(tiny().join(self.model), DType::F32, &device)
                 .expect("load");
         let g = model
             .generate(
-                &cfg,
                 &prompt,
                 &GenerationConfig::greedy(self.steps, self.eos),
                 &device,
@@ -237,12 +241,12 @@ impl BackendOp for ShardedEqualsSingle {
         .expect("sharded");
         assert_eq!(c1, c2);
         let a: Vec<f32> = single
-            .forward(ids.clone(), None, &c1)
+            .forward(&ModelInputs::new(ids.clone()))
             .into_data()
             .to_vec()
             .expect("f32");
         let b: Vec<f32> = sharded
-            .forward(ids, None, &c2)
+            .forward(&ModelInputs::new(ids))
             .into_data()
             .to_vec()
             .expect("f32");

@@ -7,7 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::{LoraConfig, TargetModules};
-use ember_qwen3::{AttentionImpl, Backprop, IGNORE_INDEX, LossImpl, random_model};
+use ember_qwen3::{AttentionImpl, Backprop, IGNORE_INDEX, LossImpl, ModelInputs, random_model};
 use ember_testing::for_each_backend;
 
 mod common;
@@ -98,8 +98,13 @@ impl BackendOp for Parity {
             Tensor::<B, 2, Int>::from_data(TensorData::new(v.clone(), [b, s]), &device)
         };
         let run = |mode: Backprop| {
-            let (loss, grads) =
-                model.loss_and_grads(t(&ids), Some(t(&mask)), t(&labels), &cfg, 7.0, mode);
+            let (loss, grads) = model.loss_and_grads(
+                ModelInputs::new(t(&ids))
+                    .with_attention_mask(t(&mask))
+                    .with_labels(t(&labels)),
+                7.0,
+                mode,
+            );
             let mut c = Collect {
                 grads: &grads,
                 out: Vec::new(),

@@ -148,7 +148,6 @@ pub fn calibrate<B: AutodiffBackend>(
         let start = Instant::now();
         ember_train::eval_loss(
             &run.model.valid(),
-            &run.model_cfg,
             &data.eval,
             cfg.eval.per_device_eval_batch_size,
             data.pad_id,

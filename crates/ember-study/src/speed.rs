@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::optim::GradientsParams;
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
+use ember_data::Batch;
 use ember_lora::{LoraConfig, TargetModules};
-use ember_optim::{AdamW, AdamWConfig, clip_grad_norm};
+use ember_optim::{AdamW, AdamWConfig, SchedulerArgs};
 use ember_qwen3::{AttentionImpl, Backprop, LossImpl, Qwen3Config, random_model};
 use ember_train::trainer::compute_dtype;
+use ember_train::{StepProbe, StepSettings, Window, train_step};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -322,66 +322,59 @@ impl BackendOp for Step {
                 ((x >> 33) % cfg.vocab_size as u64) as i64
             })
             .collect();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
-        let mask = Tensor::<B, 2, Int>::ones([batch, seq], &device);
-        let n_items = (batch * seq.saturating_sub(1)) as f64;
+        let batches = [Batch {
+            attention_mask: vec![1; ids.len()],
+            labels: ids.clone(),
+            input_ids: ids,
+            batch_size: batch,
+            seq_len: seq,
+            indices: (0..batch).collect(),
+        }];
+        let mut sched = SchedulerArgs {
+            lr_scheduler_type: "constant".into(),
+            ..SchedulerArgs::default()
+        }
+        .build(LEARNING_RATE, (warmup + steps) as u64)?;
+        let settings = StepSettings {
+            backprop: if recompute {
+                Backprop::Recompute
+            } else {
+                Backprop::FullGraph
+            },
+            max_grad_norm: MAX_GRAD_NORM,
+            seed: 0,
+        };
 
         let (mut times, mut phases) = (Vec::new(), Vec::new());
-        let (mut rss_fwd, mut rss_bwd) = (0u64, 0u64);
+        let mut rss_bwd = 0u64;
         let mut loss_value = 0.0f64;
         for step in 0..warmup + steps {
-            ember_lora::set_dropout_seed(&mut model, step as u64);
-            let t0 = Instant::now();
-            let (loss, mut grads, t1) = if recompute {
-                // Forward and backward interleave: only the total is timed.
-                let (loss, grads) = model.loss_and_grads(
-                    ids.clone(),
-                    Some(mask.clone()),
-                    ids.clone(),
-                    &cfg,
-                    n_items,
-                    Backprop::Recompute,
-                );
-                (loss, grads, None)
-            } else {
-                // Backprop::FullGraph, with the forward and backward timed apart.
-                let out = model.forward_loss(ids.clone(), Some(mask.clone()), ids.clone(), &cfg);
-                let loss = out.sum.div_scalar(n_items);
-                if profile {
-                    B::sync(&device).ok();
-                    rss_fwd = rss_fwd.max(current_rss().unwrap_or(0));
-                }
-                let t1 = Instant::now();
-                let value = loss.clone().inner();
-                (
-                    value,
-                    GradientsParams::from_grads(loss.backward(), &model),
-                    Some(t1),
-                )
+            let window = Window {
+                batches: &batches,
+                first_micro_batch: step as u64,
             };
-            if profile {
-                B::sync(&device).ok();
-                rss_bwd = rss_bwd.max(current_rss().unwrap_or(0));
-            }
-            let t2 = Instant::now();
-            clip_grad_norm(&model, &mut grads, MAX_GRAD_NORM);
-            model = opt.step(LEARNING_RATE, model, grads);
-            loss_value = loss.into_scalar().elem::<f64>();
+            let mut probe = PhaseProbe::<B> {
+                device: &device,
+                profile,
+                at: None,
+                rss: 0,
+            };
+            let t0 = Instant::now();
+            let (next, out) = train_step(
+                model, &mut opt, &mut sched, &window, &settings, &mut probe, &device,
+            )?;
+            model = next;
+            loss_value = out.loss;
             B::sync(&device).ok();
-            let t3 = Instant::now();
+            let t2 = Instant::now();
+            rss_bwd = rss_bwd.max(probe.rss);
             if step >= warmup {
-                times.push((t3 - t0).as_secs_f64());
-                phases.push(match t1 {
-                    Some(t1) => json!({
-                        "forward_loss": (t1 - t0).as_secs_f64(),
-                        "backward": (t2 - t1).as_secs_f64(),
-                        "clip_optimizer": (t3 - t2).as_secs_f64(),
-                    }),
-                    None => json!({
-                        "forward_backward": (t2 - t0).as_secs_f64(),
-                        "clip_optimizer": (t3 - t2).as_secs_f64(),
-                    }),
-                });
+                let t1 = probe.at.unwrap_or(t2);
+                times.push((t2 - t0).as_secs_f64());
+                phases.push(json!({
+                    "forward_backward": (t1 - t0).as_secs_f64(),
+                    "clip_optimizer": (t2 - t1).as_secs_f64(),
+                }));
             }
         }
         let mut result = json!({
@@ -398,14 +391,31 @@ impl BackendOp for Step {
             "flops_per_step": step_flops(&cfg, batch, seq),
         });
         if profile {
+            // No RSS after the forward: the step's forward and backward are one call.
             result["phases"] = json!(phases);
-            if rss_fwd > 0 {
-                // Not measured under recompute: forward and backward interleave.
-                result["rss_after_forward_bytes"] = json!(rss_fwd);
-            }
             result["rss_after_backward_bytes"] = json!(rss_bwd);
         }
         Ok(result)
+    }
+}
+
+/// When a step's gradients were ready (the end of its forward and backward) and, when profiling,
+/// the RSS then.
+struct PhaseProbe<'a, B: AutodiffBackend> {
+    device: &'a B::Device,
+    profile: bool,
+    at: Option<Instant>,
+    rss: u64,
+}
+
+impl<B: AutodiffBackend> StepProbe for PhaseProbe<'_, B> {
+    fn gradients_ready(&mut self) {
+        // The backend may still be computing: wait for it so the split is where the time went.
+        B::sync(self.device).ok();
+        if self.profile {
+            self.rss = current_rss().unwrap_or(0);
+        }
+        self.at = Some(Instant::now());
     }
 }
 
@@ -695,7 +705,7 @@ fn print_row(
                 .map_or(String::from("-"), gib)
         };
         let times = if ph.get("forward_backward").is_some() {
-            format!("forward+backward (recompute) {:.3}s", f("forward_backward"))
+            format!("forward+backward {:.3}s", f("forward_backward"))
         } else {
             format!(
                 "forward+loss {:.3}s, backward {:.3}s",

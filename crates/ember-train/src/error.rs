@@ -39,9 +39,13 @@ pub enum TrainError {
     #[error("the training set is empty after loading {0}")]
     EmptyDataset(String),
     #[error(
-        "non-finite {what} at step {step}: training stopped (checkpoints saved before it are kept)"
+        "non-finite {what} ({value}) at step {step}: training stopped (checkpoints saved before it are kept)"
     )]
-    NonFinite { what: &'static str, step: u64 },
+    NonFinite {
+        what: &'static str,
+        value: f64,
+        step: u64,
+    },
     #[error(
         "resume_from_checkpoint = true, but {0} holds no complete checkpoint-N to resume from; train without it to start the run"
     )]

@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: [`FinetuneConfig`], the TOML run config with LLaMA-Factory/HF key names.
 //! - [`plan`]: [`StepPlan`], micro-batches, steps and epochs as HF computes them.
-//! - [`trainer`]: [`Run`]: load, then train; evaluation loss as HF computes it.
+//! - [`trainer`]: [`Run`]: load, then train (the recipe); evaluation loss as HF computes it.
+//! - [`step`]: [`train_step`], the one optimizer step (the bench and the planner call it too).
 //! - [`finetune`]: [`finetune()`], a run loaded and trained on the backend the caller names.
 //! - [`adapter`]: attaching, saving and counting the LoRA adapter of a run.
 //! - [`checkpoint`]: `checkpoint-N` directories, written atomically.
@@ -49,6 +50,7 @@ pub mod plot;
 pub mod previous;
 pub mod report;
 pub mod state;
+pub mod step;
 pub mod trainer;
 
 /// The files a finished run leaves in `output_dir` (besides `checkpoint-N/`).
@@ -70,4 +72,5 @@ pub use finetune::finetune;
 pub use plan::StepPlan;
 pub use report::{Banner, Reporter, Summary};
 pub use state::{LogEntry, TrainerState};
+pub use step::{StepOutput, StepProbe, StepSettings, Window, dropout_seed, train_step};
 pub use trainer::{Run, RunOutput, eval_loss};

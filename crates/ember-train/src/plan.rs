@@ -58,6 +58,53 @@ impl StepPlan {
             .filter(|r| !r.is_empty())
             .collect()
     }
+
+    /// Every optimizer step of the run in order: its number (from 1), epoch and window.
+    pub fn steps(&self) -> impl Iterator<Item = PlannedStep> + '_ {
+        let windows = self.windows();
+        let per_epoch = windows.len();
+        (0..self.epochs)
+            .flat_map(move |epoch| {
+                let windows = windows.clone();
+                windows
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(w, window)| (epoch, w, window))
+            })
+            .zip(1..=self.max_steps)
+            .map(move |((epoch, w, window), step)| PlannedStep {
+                step,
+                epoch,
+                window,
+                epoch_end: w + 1 == per_epoch,
+                micro_batches_per_epoch: self.micro_batches_per_epoch,
+            })
+    }
+}
+
+/// One optimizer step of a [`StepPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    /// 1-based global step.
+    pub step: u64,
+    pub epoch: u64,
+    /// Micro-batch indices of this step's accumulation window within the epoch.
+    pub window: std::ops::Range<usize>,
+    /// The last window of its epoch.
+    pub epoch_end: bool,
+    micro_batches_per_epoch: usize,
+}
+
+impl PlannedStep {
+    /// The run-wide number of the window's first micro-batch (what dropout seeds derive from).
+    pub fn first_micro_batch(&self) -> u64 {
+        self.epoch * self.micro_batches_per_epoch as u64 + self.window.start as u64
+    }
+
+    /// HF's fractional `epoch` after this step.
+    pub fn epoch_after(&self) -> f64 {
+        self.epoch as f64 + self.window.end as f64 / self.micro_batches_per_epoch as f64
+    }
 }
 
 #[cfg(test)]
@@ -87,5 +134,30 @@ mod tests {
         assert_eq!((p.max_steps, p.epochs), (4, 2));
         let p = StepPlan::new(13, 2, 3, 1.5, -1);
         assert_eq!((p.max_steps, p.epochs), (5, 2));
+    }
+
+    #[test]
+    fn steps_walk_epochs_and_stop_at_max_steps() {
+        let p = StepPlan::new(13, 2, 3, 1.5, -1);
+        let steps: Vec<_> = p.steps().collect();
+        assert_eq!(steps.len(), 5);
+        let seen: Vec<_> = steps
+            .iter()
+            .map(|s| (s.step, s.epoch, s.window.clone(), s.epoch_end))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, 0, 0..3, false),
+                (2, 0, 3..6, false),
+                (3, 0, 6..7, true),
+                (4, 1, 0..3, false),
+                (5, 1, 3..6, false),
+            ]
+        );
+        assert_eq!(steps[3].first_micro_batch(), 7);
+        assert_eq!(steps[4].first_micro_batch(), 10);
+        assert_eq!(steps[2].epoch_after(), 1.0);
+        assert_eq!(steps[3].epoch_after(), 1.0 + 3.0 / 7.0);
     }
 }

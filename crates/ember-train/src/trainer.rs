@@ -1,25 +1,24 @@
-//! The training loop, step for step as HF `Trainer` with a PEFT model: accumulation windows with a
-//! partial last window, loss normalised by the supervised tokens of the whole window
-//! (`num_items_in_batch`), global gradient clipping, AdamW, a `LambdaLR`-style schedule, HF logging.
+//! The training recipe, step for step as HF `Trainer` with a PEFT model: accumulation windows with
+//! a partial last window, HF logging, evaluation, checkpoints and result files. [`Run::train`]
+//! reads as the recipe's table of contents (setup, step, evaluate, save, finish, as torchtune's
+//! recipes); the optimizer step itself is [`crate::step::train_step`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsAccumulator;
-use burn::tensor::{
-    DType, ElementConversion, Int, Tensor, TensorData, backend::AutodiffBackend, backend::Backend,
-};
+use burn::tensor::{DType, ElementConversion, backend::AutodiffBackend, backend::Backend};
 use ember_data::{Batch, Example, Loader, LoaderConfig, Position, SftData};
-use ember_optim::{AdamW, AdamWConfig, LrScheduler, SchedulerArgs, clip_grad_norm};
-use ember_qwen3::{Backprop, Qwen3Config, Qwen3ForCausalLM, load_pretrained};
+use ember_optim::{AdamW, AdamWConfig, LrScheduler, SchedulerArgs};
+use ember_qwen3::{Backprop, ModelInputs, Qwen3Config, Qwen3ForCausalLM, load_pretrained};
 
 use crate::checkpoint::{self, Fingerprint, LoopState};
 use crate::config::{FinetuneConfig, ResumeFrom, Strategy};
-use crate::plan::StepPlan;
+use crate::plan::{PlannedStep, StepPlan};
 use crate::previous::{self, Recovered, SetAside};
-use crate::report::{Banner, Reporter, Summary};
+use crate::report::{Banner, JsonlLog, Reporter, Summary};
 use crate::state::{LogEntry, TrainerState, write_json};
+use crate::step::{StepSettings, Window, train_step};
 use crate::{TrainError, adapter};
 
 /// HF Trainer's result files in `output_dir`.
@@ -146,7 +145,7 @@ impl<B: AutodiffBackend> Run<B> {
                 refuse_to_overwrite(&out_dir)?;
             }
         }
-        match self.run_loop(reporter, resume_dir, &mut aside, recovered) {
+        match self.recipe(reporter, resume_dir, &mut aside, recovered) {
             Ok(out) => Ok(out),
             Err(e) => match aside.take() {
                 Some(previous) => {
@@ -161,8 +160,9 @@ impl<B: AutodiffBackend> Run<B> {
         }
     }
 
-    /// Everything of [`Run::train`] after the output directory is prepared.
-    fn run_loop(
+    /// The recipe, once the output directory is prepared: setup, the steps (each followed by
+    /// evaluation and a checkpoint when due), the final outputs.
+    fn recipe(
         self,
         reporter: &mut dyn Reporter,
         resume_dir: Option<PathBuf>,
@@ -172,18 +172,75 @@ impl<B: AutodiffBackend> Run<B> {
         let banner = self.banner()?;
         let Run {
             cfg,
-            model_cfg,
-            mut model,
+            model_cfg: _,
+            model,
             adapter_cfg,
             data,
             plan,
             device,
         } = self;
+        let parts = Parts {
+            cfg: &cfg,
+            adapter_cfg: &adapter_cfg,
+            data: &data,
+            plan: &plan,
+            device: &device,
+        };
+        let (mut run, mut model) = Training::setup(parts, model, resume_dir.as_deref())?;
+        reporter.banner(&banner);
+        run.note_start(recovered, aside.as_ref(), resume_dir.as_deref())?;
+        let mut loader = Loader::new(&data.train, loader_config(&cfg, &data));
+        for planned in plan.steps().skip(run.start_step as usize) {
+            model = run.step(model, &planned, &mut loader, reporter)?;
+            run.evaluate_if_due(&model, &planned, reporter)?;
+            run.save_if_due(&model, &planned, aside)?;
+        }
+        run.finish(model, reporter, aside)
+    }
+
+    fn scheduler_for(cfg: &FinetuneConfig, plan: &StepPlan) -> Result<LrScheduler, TrainError> {
+        Ok(scheduler_args(cfg)?.build(cfg.train.learning_rate, plan.max_steps)?)
+    }
+}
+
+/// What a [`Run`] is made of, borrowed by the recipe's parts.
+#[derive(Clone, Copy)]
+struct Parts<'a, B: AutodiffBackend> {
+    cfg: &'a FinetuneConfig,
+    adapter_cfg: &'a ember_lora::AdapterConfig,
+    data: &'a SftData,
+    plan: &'a StepPlan,
+    device: &'a B::Device,
+}
+
+/// A run in progress: everything the recipe's parts share except the model, which each
+/// optimizer step takes and gives back.
+struct Training<'a, B: AutodiffBackend> {
+    run: Parts<'a, B>,
+    opt: AdamW<B>,
+    sched: LrScheduler,
+    state: TrainerState,
+    loop_state: LoopState,
+    log: JsonlLog,
+    settings: StepSettings,
+    out_dir: PathBuf,
+    start: Instant,
+    /// The step the run resumed after (0 for a fresh run), and the tokens seen by then.
+    start_step: u64,
+    start_tokens: u64,
+}
+
+impl<'a, B: AutodiffBackend> Training<'a, B> {
+    /// Optimizer, schedule, trainer state and log; from a checkpoint when resuming (which must
+    /// come from the same run: its fingerprint is checked first).
+    fn setup(
+        run: Parts<'a, B>,
+        mut model: Qwen3ForCausalLM<B>,
+        resume_dir: Option<&Path>,
+    ) -> Result<(Self, Qwen3ForCausalLM<B>), TrainError> {
+        let (cfg, plan) = (run.cfg, run.plan);
         let out_dir = cfg.output.output_dir.clone();
-        std::fs::create_dir_all(&out_dir).map_err(|source| TrainError::Io {
-            path: out_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&out_dir).map_err(checkpoint::io(&out_dir))?;
         let t = &cfg.train;
         let mut opt = AdamW::<B>::new(AdamWConfig {
             beta1: t.adam_beta1,
@@ -191,8 +248,9 @@ impl<B: AutodiffBackend> Run<B> {
             eps: t.adam_epsilon,
             weight_decay: t.weight_decay,
         });
-        let mut sched = Run::<B>::scheduler_for(&cfg, &plan)?;
-        let fingerprint = Fingerprint::of(&cfg, &adapter_cfg, data.train.len(), plan.max_steps);
+        let mut sched = Run::<B>::scheduler_for(cfg, plan)?;
+        let fingerprint =
+            Fingerprint::of(cfg, run.adapter_cfg, run.data.train.len(), plan.max_steps);
         let mut state = TrainerState {
             eval_steps: cfg.eval.eval_steps,
             is_local_process_zero: true,
@@ -204,17 +262,17 @@ impl<B: AutodiffBackend> Run<B> {
             train_batch_size: t.per_device_train_batch_size,
             ..Default::default()
         };
-        let mut ls = LoopState {
+        let mut loop_state = LoopState {
             fingerprint: Some(fingerprint.clone()),
             ..Default::default()
         };
-        if let Some(dir) = &resume_dir {
+        if let Some(dir) = resume_dir {
             let saved = checkpoint::load_loop_state(dir)?;
             if let Some(fp) = &saved.fingerprint {
                 let diff = fp.differences(&fingerprint);
                 if !diff.is_empty() {
                     return Err(TrainError::CheckpointMismatch {
-                        dir: dir.clone(),
+                        dir: dir.to_path_buf(),
                         differences: diff,
                     });
                 }
@@ -223,177 +281,242 @@ impl<B: AutodiffBackend> Run<B> {
             opt.load(dir, &model)?;
             sched = LrScheduler::load(dir)?;
             state = TrainerState::load(dir)?;
-            ls = saved;
+            loop_state = saved;
         }
-        reporter.banner(&banner);
-        let mut loader = Loader::new(
-            &data.train,
-            LoaderConfig {
-                batch_size: t.per_device_train_batch_size,
-                shuffle: !t.disable_shuffling,
-                group_by_length: t.group_by_length,
-                seed: t.seed,
-                pad_id: data.pad_id,
-                pad_to_multiple_of: cfg.data.pad_to_multiple_of,
-            },
-        );
-        let mut log_file = crate::report::JsonlLog::open(&out_dir, resume_dir.is_some())?;
+        let log = JsonlLog::open(&out_dir, resume_dir.is_some())?;
+        let settings = StepSettings {
+            backprop: Backprop::from_gradient_checkpointing(t.gradient_checkpointing()),
+            max_grad_norm: t.max_grad_norm,
+            seed: t.seed,
+        };
+        let (start_step, start_tokens) = (state.global_step, loop_state.tokens_seen);
+        let training = Self {
+            run,
+            opt,
+            sched,
+            state,
+            loop_state,
+            log,
+            settings,
+            out_dir,
+            start: Instant::now(),
+            start_step,
+            start_tokens,
+        };
+        Ok((training, model))
+    }
+
+    /// What the log should say about how this run started.
+    fn note_start(
+        &mut self,
+        recovered: Option<Recovered>,
+        aside: Option<&SetAside>,
+        resume_dir: Option<&Path>,
+    ) -> Result<(), TrainError> {
         match recovered {
-            Some(Recovered::Restored) => log_file.note(
+            Some(Recovered::Restored) => self.log.note(
                 "an earlier overwrite was interrupted before it saved anything: the run it replaced was put back",
             )?,
-            Some(Recovered::Discarded) => log_file.note(
+            Some(Recovered::Discarded) => self.log.note(
                 "an earlier overwrite was interrupted after its first save: the run it replaced was deleted",
             )?,
             None => {}
         }
-        if let Some(previous) = aside.as_ref() {
-            log_file.note(&format!(
+        if let Some(previous) = aside {
+            self.log.note(&format!(
                 "starting over: the previous run is kept in {} until this one saves",
                 previous.dir().display()
             ))?;
         }
-        if let Some(dir) = &resume_dir {
-            log_file.note(&format!(
+        if let Some(dir) = resume_dir {
+            self.log.note(&format!(
                 "resumed from {} at step {}",
                 dir.display(),
-                state.global_step
+                self.state.global_step
             ))?;
         }
-        let start = Instant::now();
-        let start_step = state.global_step;
-        let start_tokens = ls.tokens_seen;
-        let windows = plan.windows();
-        let backprop = Backprop::from_gradient_checkpointing(t.gradient_checkpointing());
-        let mut step_index = 0u64;
-        'epochs: for epoch in 0..plan.epochs {
-            for (w, window) in windows.iter().enumerate() {
-                if step_index >= plan.max_steps {
-                    break 'epochs;
+        // Timing starts once everything is loaded.
+        self.start = Instant::now();
+        Ok(())
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// One optimizer step ([`train_step`]) and its log entry.
+    fn step(
+        &mut self,
+        model: Qwen3ForCausalLM<B>,
+        planned: &PlannedStep,
+        loader: &mut Loader<'_>,
+        reporter: &mut dyn Reporter,
+    ) -> Result<Qwen3ForCausalLM<B>, TrainError> {
+        let batches: Vec<Batch> = planned
+            .window
+            .clone()
+            .filter_map(|batch| {
+                loader.batch_at(Position {
+                    epoch: planned.epoch,
+                    batch,
+                })
+            })
+            .collect();
+        let window = Window {
+            batches: &batches,
+            first_micro_batch: planned.first_micro_batch(),
+        };
+        let (model, out) = match train_step(
+            model,
+            &mut self.opt,
+            &mut self.sched,
+            &window,
+            &self.settings,
+            &mut (),
+            self.run.device,
+        ) {
+            Ok(done) => done,
+            Err(e) => {
+                if let TrainError::NonFinite { what, value, step } = &e {
+                    // The log says what happened; no checkpoint is written after it, so the last
+                    // one stays good.
+                    let _ = self.log.note(&format!(
+                        "non-finite {what} ({value}) at step {step}: training stopped"
+                    ));
                 }
-                step_index += 1;
-                if step_index <= start_step {
-                    continue; // done before the checkpoint we resumed from
+                return Err(e);
+            }
+        };
+        let step = planned.step;
+        let (state, ls) = (&mut self.state, &mut self.loop_state);
+        ls.tokens_seen += out.tokens;
+        state.global_step = step;
+        state.epoch = planned.epoch_after();
+        ls.loss_since_log += out.loss;
+        ls.total_loss += out.loss;
+        if step.is_multiple_of(self.run.cfg.train.logging_steps as u64) {
+            let entry = LogEntry {
+                loss: Some(ls.loss_since_log / (step - ls.last_logged) as f64),
+                grad_norm: Some(out.grad_norm),
+                learning_rate: Some(out.learning_rate),
+                epoch: state.epoch,
+                step,
+                ..Default::default()
+            };
+            (ls.loss_since_log, ls.last_logged) = (0.0, step);
+            self.record(entry, reporter)?;
+        }
+        let max = self.run.plan.max_steps;
+        reporter.step(step, max, self.elapsed() / (step - self.start_step) as f64);
+        Ok(model)
+    }
+
+    /// A log entry into the JSONL log, the reporter and `log_history`.
+    fn record(&mut self, entry: LogEntry, reporter: &mut dyn Reporter) -> Result<(), TrainError> {
+        self.log
+            .write(&entry, self.run.plan.max_steps, self.elapsed())?;
+        reporter.log(&entry);
+        self.state.log_history.push(entry);
+        Ok(())
+    }
+
+    /// The evaluation loss, when the eval strategy says so after this step; tracks the best.
+    fn evaluate_if_due(
+        &mut self,
+        model: &Qwen3ForCausalLM<B>,
+        planned: &PlannedStep,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), TrainError> {
+        let (cfg, step) = (self.run.cfg, planned.step);
+        let due = match cfg.eval.eval_strategy {
+            Strategy::No => false,
+            Strategy::Steps => cfg
+                .eval
+                .eval_steps
+                .is_some_and(|s| step.is_multiple_of(s as u64)),
+            Strategy::Epoch => planned.epoch_end,
+        };
+        if !due || self.run.data.eval.is_empty() {
+            return Ok(());
+        }
+        let entry = evaluate_entry(
+            model,
+            cfg,
+            self.run.data,
+            self.run.device,
+            self.state.epoch,
+            step,
+        );
+        if let Some(m) = entry.eval_loss {
+            let better = self.state.best_metric.is_none_or(|b| {
+                if cfg.output.greater_is_better() {
+                    m > b
+                } else {
+                    m < b
                 }
-                let batches: Vec<Batch> = window
-                    .clone()
-                    .filter_map(|b| loader.batch_at(Position { epoch, batch: b }))
-                    .collect();
-                let n_items = ember_data::count_target_tokens(&batches);
-                ls.tokens_seen += batches.iter().map(|b| b.real_tokens() as u64).sum::<u64>();
-                let mut acc = GradientsAccumulator::<Qwen3ForCausalLM<B>>::new();
-                let mut step_loss = Tensor::<B::InnerBackend, 1>::zeros([1], &device);
-                for (i, b) in batches.iter().enumerate() {
-                    // Dropout masks are a function of (seed, epoch, micro-batch): a resumed run and a
-                    // recomputed layer draw the same ones.
-                    let micro =
-                        (epoch as usize * plan.micro_batches_per_epoch + window.start + i) as u64;
-                    ember_lora::set_dropout_seed(&mut model, dropout_seed(t.seed, micro));
-                    let (ids, mask, labels) = batch_tensors::<B>(b, &device);
-                    // HF divides each micro-batch's summed token loss by the whole window's count.
-                    let (loss, grads) = model.loss_and_grads(
-                        ids,
-                        Some(mask),
-                        labels,
-                        &model_cfg,
-                        n_items.max(1) as f64,
-                        backprop,
-                    );
-                    step_loss = step_loss + loss;
-                    acc.accumulate(&model, grads);
-                }
-                let mut grads = acc.grads();
-                let grad_norm = clip_grad_norm(&model, &mut grads, t.max_grad_norm);
-                let step = state.global_step + 1;
-                let step_loss: f64 = step_loss.into_scalar().elem::<f64>();
-                if !step_loss.is_finite() {
-                    return Err(non_finite(&mut log_file, "loss", step_loss, step));
-                }
-                if !grad_norm.is_finite() {
-                    return Err(non_finite(&mut log_file, "gradient norm", grad_norm, step));
-                }
-                let lr = sched.lr();
-                model = opt.step(lr, model, grads);
-                sched.step();
-                state.global_step = step;
-                state.epoch =
-                    epoch as f64 + window.end as f64 / plan.micro_batches_per_epoch as f64;
-                ls.loss_since_log += step_loss;
-                ls.total_loss += step_loss;
-                if step.is_multiple_of(t.logging_steps as u64) {
-                    let entry = LogEntry {
-                        loss: Some(ls.loss_since_log / (step - ls.last_logged) as f64),
-                        grad_norm: Some(grad_norm),
-                        learning_rate: Some(lr),
-                        epoch: state.epoch,
-                        step,
-                        ..Default::default()
-                    };
-                    (ls.loss_since_log, ls.last_logged) = (0.0, step);
-                    log_file.write(&entry, plan.max_steps, start.elapsed().as_secs_f64())?;
-                    reporter.log(&entry);
-                    state.log_history.push(entry);
-                }
-                reporter.step(
-                    step,
-                    plan.max_steps,
-                    start.elapsed().as_secs_f64() / (step - start_step) as f64,
-                );
-                let epoch_end = w + 1 == windows.len();
-                let eval_now = match cfg.eval.eval_strategy {
-                    Strategy::No => false,
-                    Strategy::Steps => cfg
-                        .eval
-                        .eval_steps
-                        .is_some_and(|s| step.is_multiple_of(s as u64)),
-                    Strategy::Epoch => epoch_end,
-                };
-                if eval_now && !data.eval.is_empty() {
-                    let entry =
-                        evaluate_entry(&model, &model_cfg, &cfg, &data, &device, state.epoch, step);
-                    if let Some(m) = entry.eval_loss {
-                        let better = state.best_metric.is_none_or(|b| {
-                            if cfg.output.greater_is_better() {
-                                m > b
-                            } else {
-                                m < b
-                            }
-                        });
-                        if better && m.is_finite() {
-                            state.best_metric = Some(m);
-                            state.best_global_step = Some(step);
-                        }
-                    }
-                    log_file.write(&entry, plan.max_steps, start.elapsed().as_secs_f64())?;
-                    reporter.log(&entry);
-                    state.log_history.push(entry);
-                }
-                let save_now = match cfg.output.save_strategy {
-                    Strategy::No => false,
-                    Strategy::Steps => {
-                        step.is_multiple_of(cfg.output.save_steps as u64) || step == plan.max_steps
-                    }
-                    Strategy::Epoch => epoch_end || step == plan.max_steps,
-                };
-                if save_now {
-                    if state.best_global_step == Some(step) {
-                        state.best_model_checkpoint = Some(
-                            checkpoint::checkpoint_dir(&out_dir, step)
-                                .display()
-                                .to_string(),
-                        );
-                    }
-                    state.num_input_tokens_seen = ls.tokens_seen;
-                    checkpoint::save(&out_dir, &model, &adapter_cfg, &opt, &sched, &state, &ls)?;
-                    if let Some(previous) = aside.take() {
-                        previous.discard()?; // replaced by this run's first checkpoint
-                    }
-                    let best = state.best_model_checkpoint.as_ref().map(PathBuf::from);
-                    checkpoint::rotate(&out_dir, cfg.output.save_total_limit, best.as_deref())?;
-                }
+            });
+            if better && m.is_finite() {
+                self.state.best_metric = Some(m);
+                self.state.best_global_step = Some(step);
             }
         }
-        let runtime = start.elapsed().as_secs_f64();
+        self.record(entry, reporter)
+    }
+
+    /// `checkpoint-N`, when the save strategy says so after this step (always after the last).
+    fn save_if_due(
+        &mut self,
+        model: &Qwen3ForCausalLM<B>,
+        planned: &PlannedStep,
+        aside: &mut Option<SetAside>,
+    ) -> Result<(), TrainError> {
+        let (out, step) = (&self.run.cfg.output, planned.step);
+        let last = step == self.run.plan.max_steps;
+        let due = match out.save_strategy {
+            Strategy::No => false,
+            Strategy::Steps => step.is_multiple_of(out.save_steps as u64) || last,
+            Strategy::Epoch => planned.epoch_end || last,
+        };
+        if !due {
+            return Ok(());
+        }
+        let state = &mut self.state;
+        if state.best_global_step == Some(step) {
+            state.best_model_checkpoint = Some(
+                checkpoint::checkpoint_dir(&self.out_dir, step)
+                    .display()
+                    .to_string(),
+            );
+        }
+        state.num_input_tokens_seen = self.loop_state.tokens_seen;
+        checkpoint::save(
+            &self.out_dir,
+            model,
+            self.run.adapter_cfg,
+            &self.opt,
+            &self.sched,
+            state,
+            &self.loop_state,
+        )?;
+        if let Some(previous) = aside.take() {
+            previous.discard()?; // replaced by this run's first checkpoint
+        }
+        let best = state.best_model_checkpoint.as_ref().map(PathBuf::from);
+        checkpoint::rotate(&self.out_dir, out.save_total_limit, best.as_deref())
+    }
+
+    /// The final adapter, trainer state, result files and plots, and the summary.
+    fn finish(
+        mut self,
+        mut model: Qwen3ForCausalLM<B>,
+        reporter: &mut dyn Reporter,
+        aside: &mut Option<SetAside>,
+    ) -> Result<RunOutput, TrainError> {
+        let (cfg, data, plan) = (self.run.cfg, self.run.data, self.run.plan);
+        let t = &cfg.train;
+        let runtime = self.elapsed();
+        let state = &mut self.state;
+        let ls = &self.loop_state;
         let steps = state.global_step.max(1) as f64;
         // HF: the mean of every step loss of the run (a resumed run counts the steps before the
         // checkpoint too, from the saved sum).
@@ -409,7 +532,7 @@ impl<B: AutodiffBackend> Run<B> {
             && let Some(best) = state.best_model_checkpoint.clone()
         {
             ember_lora::load_peft(&mut model, Path::new(&best))?;
-            log_file.note(&format!(
+            self.log.note(&format!(
                 "loaded the best model from {best} ({} = {:?})",
                 cfg.output.best_metric_name(),
                 state.best_metric
@@ -426,21 +549,21 @@ impl<B: AutodiffBackend> Run<B> {
             ..Default::default()
         };
         state.num_input_tokens_seen = ls.tokens_seen;
-        state.log_history.push(final_entry.clone());
-        adapter::save(&model, &adapter_cfg, &out_dir)?;
-        state.save(&out_dir)?;
+        state.log_history.push(final_entry);
+        let out_dir = &self.out_dir;
+        adapter::save(&model, self.run.adapter_cfg, out_dir)?;
+        state.save(out_dir)?;
         if let Some(previous) = aside.take() {
             previous.discard()?; // replaced by this run's final adapter
         }
         let final_eval = (!data.eval.is_empty()).then(|| {
             eval_loss(
                 &model.valid(),
-                &model_cfg,
                 &data.eval,
                 cfg.eval.per_device_eval_batch_size,
                 data.pad_id,
                 cfg.data.pad_to_multiple_of,
-                &device,
+                self.run.device,
             )
         });
         let mut results = serde_json::json!({
@@ -461,9 +584,9 @@ impl<B: AutodiffBackend> Run<B> {
         }
         write_json(&out_dir.join(ALL_RESULTS_FILE), &results)?;
         if cfg.output.plot_loss {
-            crate::plot::plot_losses(&state, &out_dir)?;
+            crate::plot::plot_losses(state, out_dir)?;
         }
-        let trained = (state.global_step - start_step).max(1) as f64;
+        let trained = (state.global_step - self.start_step).max(1) as f64;
         let summary = Summary {
             train_samples: data.train.len(),
             eval_samples: data.eval.len(),
@@ -472,18 +595,27 @@ impl<B: AutodiffBackend> Run<B> {
             seconds_per_step: runtime / trained,
             train_loss,
             eval_loss: final_eval,
-            tokens_per_second: (ls.tokens_seen - start_tokens) as f64 / runtime,
+            tokens_per_second: (ls.tokens_seen - self.start_tokens) as f64 / runtime,
         };
-        reporter.summary(&summary, &out_dir);
+        reporter.summary(&summary, out_dir);
         Ok(RunOutput {
-            output_dir: out_dir,
-            state,
+            output_dir: self.out_dir,
+            state: self.state,
             summary,
         })
     }
+}
 
-    fn scheduler_for(cfg: &FinetuneConfig, plan: &StepPlan) -> Result<LrScheduler, TrainError> {
-        Ok(scheduler_args(cfg)?.build(cfg.train.learning_rate, plan.max_steps)?)
+/// How the run's training batches are drawn.
+fn loader_config(cfg: &FinetuneConfig, data: &SftData) -> LoaderConfig {
+    let t = &cfg.train;
+    LoaderConfig {
+        batch_size: t.per_device_train_batch_size,
+        shuffle: !t.disable_shuffling,
+        group_by_length: t.group_by_length,
+        seed: t.seed,
+        pad_id: data.pad_id,
+        pad_to_multiple_of: cfg.data.pad_to_multiple_of,
     }
 }
 
@@ -565,41 +697,8 @@ fn refuse_to_overwrite(dir: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The dropout seed of one micro-batch (SplitMix64 of the run seed and the micro-batch number).
-pub fn dropout_seed(seed: u64, micro_batch: u64) -> u64 {
-    let mut z = seed ^ micro_batch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn non_finite(
-    log: &mut crate::report::JsonlLog,
-    what: &'static str,
-    value: f64,
-    step: u64,
-) -> TrainError {
-    // The log says what happened; no checkpoint is written after it, so the last one stays good.
-    let _ = log.note(&format!(
-        "non-finite {what} ({value}) at step {step}: training stopped"
-    ));
-    TrainError::NonFinite { what, step }
-}
-
-/// Input ids, attention mask and labels of a batch as tensors.
-pub fn batch_tensors<B: Backend>(
-    b: &Batch,
-    device: &B::Device,
-) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let shape = [b.batch_size, b.seq_len];
-    let t =
-        |v: &Vec<i64>| Tensor::<B, 2, Int>::from_data(TensorData::new(v.clone(), shape), device);
-    (t(&b.input_ids), t(&b.attention_mask), t(&b.labels))
-}
-
 fn evaluate_entry<B: AutodiffBackend>(
     model: &Qwen3ForCausalLM<B>,
-    model_cfg: &Qwen3Config,
     cfg: &FinetuneConfig,
     data: &SftData,
     device: &B::Device,
@@ -610,7 +709,6 @@ fn evaluate_entry<B: AutodiffBackend>(
     let bs = cfg.eval.per_device_eval_batch_size;
     let loss = eval_loss(
         &model.valid(),
-        model_cfg,
         &data.eval,
         bs,
         data.pad_id,
@@ -635,7 +733,6 @@ fn evaluate_entry<B: AutodiffBackend>(
 /// loss is NaN, which HF filters).
 pub fn eval_loss<B: Backend>(
     model: &Qwen3ForCausalLM<B>,
-    model_cfg: &Qwen3Config,
     data: &[Example],
     batch_size: usize,
     pad_id: u32,
@@ -649,9 +746,8 @@ pub fn eval_loss<B: Backend>(
         if b.target_tokens() == 0 {
             continue;
         }
-        let (ids, mask, labels) = batch_tensors::<B>(&b, device);
         let loss: f64 = model
-            .forward_loss(ids, Some(mask), labels, model_cfg)
+            .forward_loss(&ModelInputs::from_batch(&b, device))
             .mean()
             .into_scalar()
             .elem::<f64>();
