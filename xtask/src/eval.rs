@@ -2,14 +2,10 @@
 //! a base model, the base with a PEFT adapter, or the base and every checkpoint of a run.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::Context;
-use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
-use ember_eval::{
-    Encoder, EvalOptions, ModelSpec, PeftAdapterLoader, Prepared, ScoreTable, Strategy,
-    checkpoint_specs, evaluate, load_scorer, prepare, select,
-};
+use ember_eval::{EvalCommand, run_eval};
+
+use crate::args::BackendArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,91 +45,25 @@ pub struct Args {
     /// Print the table as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
-    /// flex | tch | tch-cuda:N | cuda:N
-    #[arg(long, default_value_t = BackendChoice::default_compiled())]
-    backend: BackendChoice,
-}
-
-struct Eval<'a> {
-    specs: Vec<ModelSpec>,
-    prepared: &'a Prepared,
-    opts: EvalOptions,
-    strategy: Strategy,
-    compare_speed: bool,
-}
-
-impl BackendOp for Eval<'_> {
-    type Output = anyhow::Result<ScoreTable>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let mut table = ScoreTable::default();
-        for (i, spec) in self.specs.iter().enumerate() {
-            // Scoring needs no gradients: the inner backend.
-            let scorer = load_scorer::<B::InnerBackend>(spec, &PeftAdapterLoader, &device)
-                .with_context(|| format!("loading {}", spec.label))?;
-            let mut scorer = scorer.with_strategy(self.strategy);
-            let start = Instant::now();
-            let report = evaluate(&mut scorer, self.prepared, &spec.label, &self.opts)?;
-            let took = start.elapsed().as_secs_f64();
-            if i == 0 && self.compare_speed {
-                let mut single = scorer.with_strategy(Strategy::PerRequest);
-                let quiet = EvalOptions {
-                    progress: false,
-                    ..self.opts.clone()
-                };
-                let start = Instant::now();
-                evaluate(&mut single, self.prepared, &spec.label, &quiet)?;
-                let base = start.elapsed().as_secs_f64();
-                eprintln!(
-                    "{} requests: {:?} {took:.2}s, one forward per choice {base:.2}s: {:.2}x",
-                    self.prepared.num_requests(),
-                    self.strategy,
-                    base / took
-                );
-            }
-            table.rows.push(report);
-        }
-        Ok(table)
-    }
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let specs = match (&args.adapter, &args.checkpoints) {
-        (Some(a), _) => vec![ModelSpec::with_adapter(&args.model, a)],
-        (None, Some(dir)) => checkpoint_specs(&args.model, dir)?,
-        (None, None) => vec![ModelSpec::base(&args.model)],
-    };
-    let selection = select(&args.tasks)?;
-    let encoder = Encoder::from_file(args.model.join("tokenizer.json"))?;
-    let opts = EvalOptions {
+    let cmd = EvalCommand {
+        model: args.model,
+        adapter: args.adapter,
+        checkpoints: args.checkpoints,
+        tasks: args.tasks,
+        data_dir: args.data_dir,
         limit: args.limit,
         num_fewshot: args.num_fewshot,
         skip_missing: args.skip_missing,
-        progress: true,
-        ..Default::default()
+        pack_tokens: args.pack_tokens,
+        compare_speed: args.compare_speed,
+        backend: args.backend.backend,
     };
-    let prepared = prepare(&selection, &args.data_dir, &encoder, &opts)?;
-    if !prepared.skipped.is_empty() {
-        let names: Vec<&str> = prepared.skipped.iter().map(|(t, _)| t.as_str()).collect();
-        eprintln!(
-            "skipped for missing data ({}): {}",
-            names.len(),
-            names.join(", ")
-        );
-    }
-    let strategy = match args.pack_tokens {
-        0 => Strategy::PerRequest,
-        n => Strategy::Packed { max_tokens: n },
-    };
-    let table = ember_backend::run(
-        args.backend,
-        Eval {
-            specs,
-            prepared: &prepared,
-            opts,
-            strategy,
-            compare_speed: args.compare_speed,
-        },
-    )??;
+    let table = run_eval(&cmd)?;
     if let Some(dir) = &args.output {
         table.write(dir)?;
     }

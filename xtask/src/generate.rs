@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
-use burn::tensor::DType;
-use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
-use ember_qwen3::{GenerationConfig, Sampling, load_pretrained};
+use ember_eval::{GenerateCommand, run_generate};
+use ember_qwen3::Sampling;
+
+use crate::args::BackendArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,66 +33,31 @@ pub struct Args {
     /// Print `{"prompt_ids": [...], "ids": [...], "text": "..."}`.
     #[arg(long)]
     json: bool,
-    /// flex | tch | tch-cuda:N | cuda:N
-    #[arg(long, default_value_t = BackendChoice::default_compiled())]
-    backend: BackendChoice,
-}
-
-struct Generate {
-    args: Args,
-    prompt_ids: Vec<u32>,
-}
-
-impl BackendOp for Generate {
-    type Output = anyhow::Result<Vec<u32>>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let a = &self.args;
-        let (cfg, mut model) = load_pretrained::<B::InnerBackend>(&a.model, DType::F32, &device)
-            .with_context(|| format!("loading the model from {}", a.model.display()))?;
-        if let Some(dir) = &a.adapter {
-            ember_lora::load_peft(&mut model, dir)
-                .with_context(|| format!("loading the adapter from {}", dir.display()))?;
-        }
-        let settings = GenerationConfig {
-            max_new_tokens: a.max_new_tokens,
-            sampling: (!a.greedy).then_some(Sampling {
-                temperature: a.temperature,
-                top_p: a.top_p,
-                seed: a.seed,
-            }),
-            eos_token_ids: cfg.eos_ids(),
-        };
-        Ok(model.generate(&self.prompt_ids, &settings, &device)?.ids)
-    }
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let tok_path = args.model.join("tokenizer.json");
-    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
-        .map_err(|e| anyhow!("{}: {e}", tok_path.display()))?;
-    let prompt_ids = tokenizer
-        .encode(args.prompt.as_str(), false)
-        .map_err(|e| anyhow!("tokenizing the prompt: {e}"))?
-        .get_ids()
-        .to_vec();
-    let (json, backend) = (args.json, args.backend);
-    let ids = ember_backend::run(
-        backend,
-        Generate {
-            args,
-            prompt_ids: prompt_ids.clone(),
-        },
-    )??;
-    let text = tokenizer
-        .decode(&ids, false)
-        .map_err(|e| anyhow!("decoding: {e}"))?;
-    if json {
+    let cmd = GenerateCommand {
+        model: args.model,
+        adapter: args.adapter,
+        prompt: args.prompt,
+        max_new_tokens: args.max_new_tokens,
+        sampling: (!args.greedy).then_some(Sampling {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+        }),
+        backend: args.backend.backend,
+    };
+    let out = run_generate(&cmd)?;
+    if args.json {
         println!(
             "{}",
-            serde_json::json!({"prompt_ids": prompt_ids, "ids": ids, "text": text})
+            serde_json::json!({"prompt_ids": out.prompt_ids, "ids": out.ids, "text": out.text})
         );
     } else {
-        println!("{text}");
+        println!("{}", out.text);
     }
     Ok(())
 }

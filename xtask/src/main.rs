@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: ember's command line. Each command parses its arguments and calls the
 //! crates; no logic lives here.
 
+mod args;
 mod bench;
 mod data;
 mod eval;
@@ -52,5 +53,64 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Sweep(args) => sweep::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn arguments_are_consistent() {
+        // Catches flattened structs whose flags collide, and bad defaults.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shared_flags_keep_their_spellings() {
+        let cli = Cli::try_parse_from([
+            "cargo xtask",
+            "sweep",
+            "--config",
+            "a.toml",
+            "--set",
+            "lora_rank=8",
+            "--backend",
+            "flex",
+            "--grid",
+            "train_samples=1,2",
+        ]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Some(Command::Sweep(_)))
+        ));
+        for cmd in [
+            vec![
+                "plan",
+                "--config",
+                "a.toml",
+                "--set",
+                "k=v",
+                "--backend",
+                "flex",
+            ],
+            vec!["data", "--config", "a.toml", "--set", "k=v"],
+            vec!["finetune", "--set", "k=v", "--backend", "flex"],
+            vec!["bench", "--backend", "flex", "--cases", "q06b4"],
+            vec![
+                "generate",
+                "--model",
+                "m",
+                "--prompt",
+                "p",
+                "--backend",
+                "flex",
+            ],
+        ] {
+            let args = std::iter::once("cargo xtask").chain(cmd.iter().copied());
+            assert!(Cli::try_parse_from(args).is_ok(), "{cmd:?}");
+        }
     }
 }

@@ -39,7 +39,7 @@ pub use batch::{
 pub use convert::{Conversation, Message, Role};
 pub use encode::{EncodeOptions, Example, IGNORE_INDEX};
 pub use error::{DataError, Location, RowError};
-pub use load::{SftData, export_jsonl, export_line, load_sft, preview, report};
+pub use load::{SftData, export_jsonl, export_line, inspect, load_sft, preview, report};
 pub use stats::{DataStats, SftStats};
 pub use template::Template;
 pub use tokenizer::Tokenizer;

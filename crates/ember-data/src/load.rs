@@ -246,6 +246,24 @@ pub fn report(data: &SftData, tok: &Tokenizer) -> Result<String> {
     Ok(s)
 }
 
+/// `xtask data` as one call: loads and tokenizes the data as training would (tokenizer from
+/// `tokenizer_json`), writes the training samples as JSON lines to `export` if given, and returns
+/// what to print: [`report`], and where the samples went.
+pub fn inspect(args: &DataArgs, tokenizer_json: &Path, export: Option<&Path>) -> Result<String> {
+    let tok = Tokenizer::from_file(tokenizer_json)?;
+    let data = load_sft(args, &tok)?;
+    let mut s = report(&data, &tok)?;
+    if let Some(path) = export {
+        export_jsonl(&data.train, path)?;
+        s.push_str(&format!(
+            "\nwrote {} samples to {}",
+            data.train.len(),
+            path.display()
+        ));
+    }
+    Ok(s)
+}
+
 /// One export line: `{"input_ids": [...], "labels": [...]}`.
 pub fn export_line(ex: &Example) -> String {
     let mut s = String::with_capacity(ex.len() * 14 + 32);

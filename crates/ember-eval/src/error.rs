@@ -60,6 +60,9 @@ pub enum EvalError {
         path: PathBuf,
         source: std::io::Error,
     },
+
+    #[error(transparent)]
+    Backend(#[from] ember_backend::BackendError),
 }
 
 fn paths(p: &[PathBuf]) -> String {

@@ -2,6 +2,8 @@
 //! with the prompts, requests and metrics of lm-evaluation-harness (v0.4.9.2 task definitions),
 //! so the numbers are the ones `lm_eval --model hf` prints.
 //!
+//! - [`command`]: [`run_eval`], `cargo xtask eval` as one call; [`generate`]: [`run_generate`],
+//!   a prompt continued by a model (and adapter).
 //! - [`tasks`]: task and group names, KMMLU's 45 subjects and categories, selecting by name.
 //! - [`data`]: documents from local CSV/TSV/JSON/JSONL files, rendered with lm-eval's prompts.
 //! - [`prompt`]: zero- and k-shot contexts; [`pyrandom`]: CPython's `random` for the sampler.
@@ -13,10 +15,12 @@
 //! - [`report`]: per-model results and the cross-model table (JSON, Markdown).
 //! - [`sources`]: base / adapter / checkpoint-N model specs, the adapter seam, SFT eval loss.
 
+pub mod command;
 pub mod data;
 pub mod encode;
 pub mod error;
 pub mod evaluate;
+pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod prompt;
@@ -25,9 +29,11 @@ pub mod report;
 pub mod sources;
 pub mod tasks;
 
+pub use command::{EvalCommand, run_eval};
 pub use encode::Encoder;
 pub use error::EvalError;
 pub use evaluate::{EvalOptions, Prepared, evaluate, prepare};
+pub use generate::{GenerateCommand, Generated, run_generate};
 pub use model::{LogLikelihood, LogLikelihoodModel, Qwen3Scorer, Request, Strategy};
 pub use report::{EvalReport, ScoreTable};
 pub use sources::{

@@ -121,6 +121,25 @@ pub fn score_base<B: Backend>(
     Ok(table)
 }
 
+/// Scores the base model into `out` and every run in `runs` into its directory (cached, as
+/// [`score_base`] and [`score_run`]), printing which model it is on.
+pub fn score_study<B: Backend>(
+    base: &Path,
+    out: &Path,
+    runs: &[PathBuf],
+    opts: &BenchOptions,
+    device: &B::Device,
+) -> Result<(), StudyError> {
+    let prepared = prepare(base, opts)?;
+    eprintln!("benchmarks: base model");
+    score_base::<B>(base, out, &prepared, opts, device)?;
+    for dir in runs {
+        eprintln!("benchmarks: {}", dir.display());
+        score_run::<B>(base, dir, &prepared, opts, device)?;
+    }
+    Ok(())
+}
+
 /// The base model's cached scores in the study directory, if any.
 pub fn read_base(out: &Path) -> Result<Option<ScoreTable>, StudyError> {
     let cache = out.join("base_benchmarks.json");

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use ember_backend::{BackendChoice, BackendOp};
 use ember_data::SftData;
 use ember_train::config::Strategy;
 use ember_train::report::Reporter;
@@ -15,7 +16,8 @@ use ember_train::{FinetuneConfig, Run};
 use serde::Serialize;
 
 use crate::StudyError;
-use crate::plan::Plan;
+use crate::memory::GPU_RUNTIME_BYTES;
+use crate::plan::{Plan, PlanOptions, has_weights, plan};
 
 /// Which weights the calibration steps run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -205,4 +207,95 @@ pub fn random_run<B: AutodiffBackend>(
         device,
     );
     Ok(Run::with_model(cfg, model_cfg, model, data, device)?)
+}
+
+/// What `cargo xtask plan` was asked (its help describes each).
+#[derive(Debug, Clone)]
+pub struct PlanCommand {
+    pub samples: Option<usize>,
+    pub eval_samples: Option<usize>,
+    pub tokens_per_sample: Option<usize>,
+    /// The memory estimate and calibration use it.
+    pub backend: BackendChoice,
+    /// Steps to time; `None`: 6 when the model directory has weights, else none.
+    pub calibrate_steps: Option<usize>,
+    /// Print the plan as JSON.
+    pub json: bool,
+}
+
+/// Plans `cfg`, calibrates it on `cmd.backend` when asked (or the model has weights), and prints
+/// the plan.
+pub fn run_plan(cfg: &FinetuneConfig, cmd: &PlanCommand) -> Result<(), StudyError> {
+    let on_gpu = matches!(
+        cmd.backend,
+        BackendChoice::Cuda(_) | BackendChoice::TchCuda(_)
+    );
+    let opts = PlanOptions {
+        samples: cmd.samples,
+        eval_samples: cmd.eval_samples,
+        tokens_per_sample: cmd.tokens_per_sample,
+        runtime_bytes: on_gpu.then_some(GPU_RUNTIME_BYTES),
+    };
+    let mut planned = plan(cfg, &opts)?;
+    let pretrained = has_weights(&cfg.model.model_name_or_path);
+    let steps = cmd
+        .calibrate_steps
+        .unwrap_or(if pretrained { 6 } else { 0 });
+    if steps > 0 {
+        let weights = if pretrained {
+            Weights::Pretrained
+        } else {
+            Weights::Random
+        };
+        eprintln!(
+            "calibrating: {steps} steps on {} ({weights:?} weights)",
+            cmd.backend
+        );
+        ember_backend::run(
+            cmd.backend,
+            Calibrate {
+                cfg,
+                data: &planned.data,
+                plan: &mut planned.plan,
+                steps,
+                weights,
+            },
+        )??;
+    }
+    if cmd.json {
+        let json = serde_json::to_string_pretty(&planned.plan)
+            .map_err(|e| StudyError::Plan(e.to_string()))?;
+        println!("{json}");
+    } else {
+        println!("{}", planned.plan);
+        if steps == 0 {
+            println!(
+                "  (no timing: the model directory has no weights; add --calibrate-steps N to time a random-weight model)"
+            );
+        }
+    }
+    Ok(())
+}
+
+struct Calibrate<'a> {
+    cfg: &'a FinetuneConfig,
+    data: &'a SftData,
+    plan: &'a mut Plan,
+    steps: usize,
+    weights: Weights,
+}
+
+impl BackendOp for Calibrate<'_> {
+    type Output = Result<(), StudyError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        calibrate::<B>(
+            self.cfg,
+            self.data,
+            self.plan,
+            self.steps,
+            self.weights,
+            &device,
+        )?;
+        Ok(())
+    }
 }

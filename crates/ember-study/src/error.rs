@@ -18,8 +18,6 @@ pub enum StudyError {
     Run { run: String, reason: String },
     #[error("plan: {0}")]
     Plan(String),
-    #[error("plot {path}: {message}")]
-    Plot { path: PathBuf, message: String },
     #[error(transparent)]
     Train(#[from] ember_train::TrainError),
     #[error(transparent)]
@@ -32,6 +30,30 @@ pub enum StudyError {
     Eval(#[from] ember_eval::EvalError),
     #[error(transparent)]
     Optim(#[from] ember_optim::OptimError),
+    #[error(transparent)]
+    Backend(#[from] ember_backend::BackendError),
+    /// Options that contradict each other or name nothing.
+    #[error("{0}")]
+    Options(String),
+    /// A bad bench case, option or child spec.
+    #[error("bench: {0}")]
+    Bench(String),
+    /// A measuring process (ember child or HF script) that failed or printed no result.
+    #[error("{what} failed ({status}): {stderr}")]
+    Measurement {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("running {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Runs that failed in a sweep (the others finished and are in the report).
+    #[error("{} run(s) failed:\n  {}", .0.len(), .0.join("\n  "))]
+    RunsFailed(Vec<String>),
 }
 
 impl StudyError {

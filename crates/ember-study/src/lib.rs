@@ -12,6 +12,7 @@
 //! - [`analysis`]: the loss curves: step of minimum eval loss, overfitting, recommended checkpoint.
 //! - [`bench`]: benchmark scores (ember-eval) of each checkpoint of a run.
 //! - [`report`]: `report.md`, `report.json` and the PNG plots.
+//! - [`speed`]: ember's training step timed next to HF transformers + PEFT (`cargo xtask bench`).
 //! - [`error`]: the error type, [`StudyError`].
 
 pub mod analysis;
@@ -23,6 +24,7 @@ pub mod memory;
 pub mod plan;
 pub mod record;
 pub mod report;
+pub mod speed;
 pub mod sweep;
 
 pub use error::StudyError;

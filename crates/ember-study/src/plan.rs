@@ -269,40 +269,11 @@ impl std::fmt::Display for Plan {
                 "  Data: assumed, {tokens_per_sample} tokens per sample (half supervised)"
             )?,
         }
-        let p = &b.plan;
+        b.write_figures(f)?;
         writeln!(
             f,
-            "  Train samples = {}, eval samples = {}",
-            b.train_samples, b.eval_samples
-        )?;
-        writeln!(
-            f,
-            "  Tokens per epoch = {} (supervised {}), eval tokens = {}, longest sample = {}",
-            b.train_tokens, b.supervised_tokens, self.eval_tokens, self.longest_sample
-        )?;
-        writeln!(
-            f,
-            "  Batch size = {} x gradient accumulation {} = {}",
-            p.batch_size,
-            p.grad_accum,
-            p.batch_size * p.grad_accum
-        )?;
-        writeln!(
-            f,
-            "  Micro-batches per epoch = {}, steps per epoch = {}",
-            p.micro_batches_per_epoch, p.steps_per_epoch
-        )?;
-        writeln!(
-            f,
-            "  Total steps = {} over {} epochs (warm-up {}); {} evaluations, {} checkpoints",
-            p.max_steps, p.epochs, b.warmup_steps, self.evaluations, self.saves
-        )?;
-        writeln!(f, "  {}", b.trainable_line)?;
-        writeln!(
-            f,
-            "  Tokens per trainable parameter = {:.4} over {} epochs",
-            b.tokens_per_param(),
-            p.epochs
+            "\n  Eval tokens = {}, longest sample = {}; {} evaluations, {} checkpoints",
+            self.eval_tokens, self.longest_sample, self.evaluations, self.saves
         )?;
         write!(f, "{}", self.memory)?;
         if let Some(t) = &self.timing {

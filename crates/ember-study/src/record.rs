@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{self, CurveAnalysis};
 use crate::error::{read_json, write_json};
-use crate::{RunSpec, StudyError};
+use crate::{Axis, Grid, RunSpec, StudyError};
 
 /// Written by the sweep into each run directory before training.
 pub const STUDY_RUN_FILE: &str = "study_run.json";
@@ -236,5 +236,29 @@ impl RunRecord {
                 Some((step, v))
             })
             .collect()
+    }
+}
+
+impl Grid {
+    /// The grid the finished runs' `study_run.json` files describe (for `--report-only`); runs
+    /// without one are left out.
+    pub fn from_run_files(dirs: &[PathBuf]) -> Grid {
+        let mut grid = Grid::default();
+        for d in dirs {
+            let Ok(f) = StudyRunFile::read(d) else {
+                continue;
+            };
+            for (k, v) in f.spec.settings {
+                match grid.axes.iter_mut().find(|a| a.key == k) {
+                    Some(a) if !a.values.contains(&v) => a.values.push(v),
+                    Some(_) => {}
+                    None => grid.axes.push(Axis {
+                        key: k,
+                        values: vec![v],
+                    }),
+                }
+            }
+        }
+        grid
     }
 }

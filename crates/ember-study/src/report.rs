@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ember_eval::ScoreTable;
 use ember_lora::report::thousands;
-use plotters::prelude::*;
+use ember_train::plot::{Axes, PALETTE, Series, line_plot};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::recommend_by_metric;
@@ -315,19 +315,9 @@ impl Report {
     }
 }
 
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
-/// Lines with point markers, one per series; `log_x` for a logarithmic x axis.
-pub fn plot(
+/// Lines with point markers, one per series in the palette's colours; `log_x` for a logarithmic x
+/// axis.
+fn plot(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -335,74 +325,17 @@ pub fn plot(
     log_x: bool,
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<(), StudyError> {
-    ember_train::plot::register_font();
-    let err = |e: String| StudyError::Plot {
-        path: path.to_path_buf(),
-        message: e,
-    };
-    let pts = series
+    let coloured: Vec<Series<'_>> = series
         .iter()
-        .flat_map(|s| s.1.iter())
-        .filter(|p| p.1.is_finite() && (!log_x || p.0 > 0.0));
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-    }
-    if x0 > x1 {
-        return Ok(());
-    }
-    if log_x {
-        (x0, x1) = (x0 / 1.25, x1 * 1.25);
-    } else if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    let pad = ((y1 - y0) * 0.08).max(1e-3);
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut builder = ChartBuilder::on(&root);
-    builder
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(64);
-    macro_rules! draw {
-        ($chart:expr) => {{
-            let mut chart = $chart.map_err(|e| err(e.to_string()))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
-            for (i, (label, points)) in series.iter().enumerate() {
-                let color = PALETTE[i % PALETTE.len()];
-                let pts: Vec<(f64, f64)> =
-                    points.iter().copied().filter(|p| p.1.is_finite()).collect();
-                chart
-                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                    .map_err(|e| err(e.to_string()))?
-                    .label(label.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
-                if pts.len() <= 40 {
-                    chart
-                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                        .map_err(|e| err(e.to_string()))?;
-                }
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
-        }};
-    }
-    if log_x {
-        draw!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0 - pad)..(y1 + pad)));
-    } else {
-        draw!(builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)));
-    }
-    root.present().map_err(|e| err(e.to_string()))
+        .zip(PALETTE.iter().cycle())
+        .map(|((label, points), &color)| (label.as_str(), points.clone(), color))
+        .collect();
+    let axes = Axes {
+        title,
+        x_label,
+        y_label,
+        log_x,
+        markers: true,
+    };
+    Ok(line_plot(path, &axes, &coloured)?)
 }

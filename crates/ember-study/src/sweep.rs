@@ -7,11 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::backend::AutodiffBackend;
-use ember_train::report::Reporter;
+use ember_backend::{BackendChoice, BackendOp};
+use ember_train::report::{Console, Reporter, Silent};
 use ember_train::{FinetuneConfig, Run, RunOutput};
 
+use crate::bench::{self, BenchOptions};
 use crate::record::{PlannedFigures, RunStatus, StudyRunFile, status};
-use crate::{Grid, RunSpec, StudyError};
+use crate::{Grid, Report, RunRecord, RunSpec, StudyError};
 
 /// The override that resumes a run from its newest complete checkpoint.
 pub const RESUME_OVERRIDE: &str = "train.resume_from_checkpoint=true";
@@ -196,6 +198,330 @@ pub fn finished_runs(out: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// The study a sweep runs without a config: its TOML text (paths relative to `root`) and grid.
+#[derive(Debug, Clone)]
+pub struct DefaultStudy {
+    pub config: &'static str,
+    pub grid: &'static str,
+    pub root: PathBuf,
+}
+
+/// What `cargo xtask sweep` was asked (its help describes each).
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// A TOML run config; `None`: `default_study`.
+    pub config: Option<PathBuf>,
+    pub default_study: DefaultStudy,
+    pub overrides: Vec<String>,
+    /// `key=v1,v2` axes; none (with no config and not `report_only`): the default study's grid.
+    pub grid: Vec<String>,
+    /// The study directory; `None`: the config's `output_dir`.
+    pub out: Option<PathBuf>,
+    pub jobs: usize,
+    /// Only these runs, by name.
+    pub only: Vec<String>,
+    /// Print one command per run and train nothing.
+    pub emit_commands: bool,
+    /// Train nothing: report the finished runs.
+    pub report_only: bool,
+    /// Benchmarks for every checkpoint (none: no scoring) and their options.
+    pub eval_tasks: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+    pub eval_limit: Option<usize>,
+    pub skip_missing: bool,
+    /// Recommend checkpoints by this benchmark column instead of eval_loss.
+    pub select_metric: Option<String>,
+    /// Consecutive eval-loss rises that flag overfitting.
+    pub patience: usize,
+    /// With cuda:K or tch-cuda:K, worker w uses GPU K+w.
+    pub backend: BackendChoice,
+}
+
+/// Trains the selected runs of the grid (or prints their commands), scores checkpoints when asked,
+/// writes the report and prints its summary; runs that failed are an error after the report.
+pub fn run_sweep(opts: &SweepOptions) -> Result<(), StudyError> {
+    let (table, file) = base_table(opts)?;
+    let grid_specs: Vec<String> =
+        if opts.grid.is_empty() && opts.config.is_none() && !opts.report_only {
+            vec![opts.default_study.grid.to_string()]
+        } else {
+            opts.grid.clone()
+        };
+    let grid = Grid::parse(&grid_specs)?;
+    // The config without the grid: the base model and the default study directory.
+    let base_cfg = FinetuneConfig::from_table(table.clone(), &file, &opts.overrides)?;
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| base_cfg.output.output_dir.clone());
+    let out = std::path::absolute(&out).unwrap_or(out);
+    let sweep = Sweep {
+        table,
+        file,
+        overrides: opts.overrides.clone(),
+        grid: grid.clone(),
+        out: out.clone(),
+    };
+    let all_runs = sweep.runs()?;
+    let selected = select(&all_runs, &opts.only)?;
+
+    if opts.emit_commands {
+        for r in &selected {
+            println!("{}", command_for(opts, &grid_specs, &out, &r.spec.name));
+        }
+        return Ok(());
+    }
+
+    let failures = if opts.report_only {
+        Vec::new()
+    } else {
+        train_selected(opts, &sweep, &selected)
+    };
+
+    // The runs the report covers: the grid's, or with --report-only and no grid every finished
+    // run under the study directory.
+    let dirs: Vec<PathBuf> = if opts.report_only && opts.grid.is_empty() && opts.config.is_some() {
+        finished_runs(&out)
+    } else {
+        all_runs.iter().map(|r| r.dir.clone()).collect()
+    };
+    let (finished, unfinished): (Vec<PathBuf>, Vec<PathBuf>) = dirs
+        .into_iter()
+        .partition(|d| status(d) == RunStatus::Finished);
+    let unfinished: Vec<String> = unfinished
+        .iter()
+        .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+
+    let mut base_benchmarks = None;
+    if !opts.eval_tasks.is_empty() {
+        let Some(data_dir) = opts.data_dir.clone() else {
+            return Err(StudyError::Options(
+                "--eval-tasks needs --data-dir DIR (layout in docs/eval.md)".into(),
+            ));
+        };
+        let bench_opts = BenchOptions {
+            tasks: opts.eval_tasks.clone(),
+            data_dir,
+            limit: opts.eval_limit,
+            num_fewshot: 0,
+            skip_missing: opts.skip_missing,
+            pack_tokens: 256,
+        };
+        let base = &base_cfg.model.model_name_or_path;
+        ember_backend::run(
+            opts.backend,
+            Score {
+                base,
+                out: &out,
+                runs: &finished,
+                opts: &bench_opts,
+            },
+        )??;
+        base_benchmarks = bench::read_base(&out)?;
+    }
+
+    let records = finished
+        .iter()
+        .map(|d| RunRecord::load(d, opts.patience))
+        .collect::<Result<Vec<_>, _>>()?;
+    let grid = if grid.axes.is_empty() {
+        Grid::from_run_files(&finished)
+    } else {
+        grid
+    };
+    let report = Report::new(
+        grid,
+        records,
+        unfinished,
+        base_benchmarks,
+        opts.select_metric.clone(),
+    );
+    let written = report.write(&out)?;
+    println!(
+        "{}",
+        report
+            .markdown(&[])
+            .lines()
+            .skip(2)
+            .take_while(|l| !l.starts_with("## Loss"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for w in written {
+        println!("wrote {}", w.display());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(StudyError::RunsFailed(failures))
+    }
+}
+
+/// The sweep's base config table and its name, with the default study's paths made absolute.
+fn base_table(opts: &SweepOptions) -> Result<(toml::Table, PathBuf), StudyError> {
+    match &opts.config {
+        Some(path) => Ok((ember_train::config::read_table(path)?, path.clone())),
+        None => {
+            let file = PathBuf::from("<embedded study config>");
+            let mut table: toml::Table =
+                opts.default_study
+                    .config
+                    .parse()
+                    .map_err(|e: toml::de::Error| ember_train::TrainError::Config {
+                        file: file.clone(),
+                        key: String::new(),
+                        message: e.to_string(),
+                    })?;
+            root_paths(&mut table, &opts.default_study.root);
+            Ok((table, file))
+        }
+    }
+}
+
+/// The runs `only` names (all of them when empty); a name not in the grid is an error listing the
+/// grid's runs.
+pub fn select(all: &[SweepRun], only: &[String]) -> Result<Vec<SweepRun>, StudyError> {
+    for name in only {
+        if !all.iter().any(|r| &r.spec.name == name) {
+            let names: Vec<&str> = all.iter().map(|r| r.spec.name.as_str()).collect();
+            return Err(StudyError::Options(format!(
+                "--only {name}: no such run in the grid (runs: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(all
+        .iter()
+        .filter(|r| only.is_empty() || only.contains(&r.spec.name))
+        .cloned()
+        .collect())
+}
+
+/// The backend worker `w` of `jobs` uses: consecutive GPUs from the one named.
+pub fn backend_for(choice: BackendChoice, worker: usize) -> BackendChoice {
+    match choice {
+        BackendChoice::Cuda(k) => BackendChoice::Cuda(k + worker),
+        BackendChoice::TchCuda(k) => BackendChoice::TchCuda(k + worker),
+        other => other,
+    }
+}
+
+/// Trains `selected` `opts.jobs` at a time, printing each run's progress; the failures, each
+/// `name: error`.
+fn train_selected(opts: &SweepOptions, sweep: &Sweep, selected: &[SweepRun]) -> Vec<String> {
+    let jobs = opts.jobs.max(1);
+    let quiet = jobs > 1;
+    println!(
+        "study directory: {} ({} runs, {} at a time, backend {})",
+        sweep.out.display(),
+        selected.len(),
+        jobs.min(selected.len().max(1)),
+        opts.backend
+    );
+    let results = run_pool(selected, jobs, |worker, run| {
+        let backend = backend_for(opts.backend, worker);
+        match &run.status {
+            RunStatus::Finished => println!("[{}] finished earlier: skipped", run.spec.name),
+            RunStatus::Interrupted { checkpoint } => println!(
+                "[{}] interrupted earlier: {} on {backend}",
+                run.spec.name,
+                checkpoint.map_or("starting over".to_string(), |c| format!(
+                    "resuming from checkpoint-{c}"
+                ))
+            ),
+            RunStatus::NotStarted => println!("[{}] training on {backend}", run.spec.name),
+        }
+        let r = ember_backend::run(backend, TrainOne { sweep, run, quiet })
+            .map_err(StudyError::from)
+            .and_then(|r| r);
+        match &r {
+            Ok(Outcome::Skipped) => {}
+            Ok(o) => println!("[{}] done ({o:?})", run.spec.name),
+            Err(e) => eprintln!("[{}] failed: {e}", run.spec.name),
+        }
+        r
+    });
+    selected
+        .iter()
+        .zip(results)
+        .filter_map(|(run, r)| r.err().map(|e| format!("{}: {e}", run.spec.name)))
+        .collect()
+}
+
+struct TrainOne<'a> {
+    sweep: &'a Sweep,
+    run: &'a SweepRun,
+    quiet: bool,
+}
+
+impl BackendOp for TrainOne<'_> {
+    type Output = Result<Outcome, StudyError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        // Several runs at once would interleave their progress bars.
+        let (outcome, _) = if self.quiet {
+            train_run::<B>(self.sweep, self.run, &device, &mut Silent)
+        } else {
+            train_run::<B>(self.sweep, self.run, &device, &mut Console::default())
+        }?;
+        Ok(outcome)
+    }
+}
+
+struct Score<'a> {
+    base: &'a Path,
+    out: &'a Path,
+    runs: &'a [PathBuf],
+    opts: &'a BenchOptions,
+}
+
+impl BackendOp for Score<'_> {
+    type Output = Result<(), StudyError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        // Scoring needs no gradients: the inner backend.
+        bench::score_study::<B::InnerBackend>(self.base, self.out, self.runs, self.opts, &device)
+    }
+}
+
+/// One shell-quoted word.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that trains only `name`, with the same config, overrides, grid and directory.
+pub fn command_for(opts: &SweepOptions, grid: &[String], out: &Path, name: &str) -> String {
+    let mut w: Vec<String> = vec!["cargo".into(), "xtask".into(), "sweep".into()];
+    if let Some(c) = &opts.config {
+        w.extend(["--config".into(), c.display().to_string()]);
+    }
+    for s in &opts.overrides {
+        w.extend(["--set".into(), s.clone()]);
+    }
+    for g in grid {
+        w.extend(["--grid".into(), g.clone()]);
+    }
+    w.extend(["--out".into(), out.display().to_string()]);
+    w.extend(["--backend".into(), opts.backend.to_string()]);
+    if !opts.eval_tasks.is_empty() {
+        w.extend(["--eval-tasks".into(), opts.eval_tasks.join(",")]);
+        if let Some(d) = &opts.data_dir {
+            w.extend(["--data-dir".into(), d.display().to_string()]);
+        }
+        if let Some(l) = opts.eval_limit {
+            w.extend(["--eval-limit".into(), l.to_string()]);
+        }
+    }
+    w.extend(["--only".into(), name.to_string()]);
+    w.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +536,16 @@ mod tests {
         );
         assert!(out.iter().all(|p| p.0));
         assert_eq!(run_pool(&items, 1, |_, &i| i).len(), 7);
+    }
+
+    #[test]
+    fn quoting_and_gpu_per_worker() {
+        assert_eq!(quote("train_samples=26,52"), "train_samples=26,52");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(
+            backend_for(BackendChoice::TchCuda(2), 1),
+            BackendChoice::TchCuda(3)
+        );
     }
 }

@@ -251,21 +251,24 @@ fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opti
         .map(|(_, c)| c)
 }
 
+/// Reads and parses a TOML config file (before any key is checked).
+pub fn read_table(path: &Path) -> Result<toml::Table, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| TrainError::Config {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: e.to_string(),
+        })
+}
+
 impl FinetuneConfig {
     /// Reads a TOML config file; relative paths inside it are relative to the current directory.
     pub fn from_file(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| TrainError::Config {
-                file: path.to_path_buf(),
-                key: String::new(),
-                message: e.to_string(),
-            })?;
-        Self::from_table(table, path, &[])
+        Self::from_table(read_table(path)?, path, &[])
     }
 
     /// Builds the config from a parsed table plus `--set key=value` overrides.

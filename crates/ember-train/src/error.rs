@@ -24,6 +24,8 @@ pub enum TrainError {
     Data(#[from] ember_data::DataError),
     #[error(transparent)]
     Optim(#[from] ember_optim::OptimError),
+    #[error(transparent)]
+    Backend(#[from] ember_backend::BackendError),
     #[error(
         "{what}: token id {id} is outside the model's vocabulary (vocab_size {vocab} in {}/config.json): the tokenizer does not belong to this model",
         model_dir.display()

@@ -5,6 +5,7 @@
 //! - [`plan`]: [`StepPlan`], micro-batches, steps and epochs as HF computes them.
 //! - [`trainer`]: [`Run`]: load, then train (the recipe); evaluation loss as HF computes it.
 //! - [`step`]: [`train_step`], the one optimizer step (the bench and the planner call it too).
+//! - [`finetune`]: [`finetune()`], a run loaded and trained on the backend the caller names.
 //! - [`adapter`]: attaching, saving and counting the LoRA adapter of a run.
 //! - [`checkpoint`]: `checkpoint-N` directories, written atomically.
 //! - [`previous`]: starting over without losing the previous run before its replacement exists.
@@ -43,6 +44,7 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod finetune;
 pub mod plan;
 pub mod plot;
 pub mod previous;
@@ -66,6 +68,7 @@ pub const OUTPUT_FILES: [&str; 9] = [
 
 pub use config::FinetuneConfig;
 pub use error::TrainError;
+pub use finetune::finetune;
 pub use plan::StepPlan;
 pub use report::{Banner, Reporter, Summary};
 pub use state::{LogEntry, TrainerState};

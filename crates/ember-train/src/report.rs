@@ -31,10 +31,11 @@ impl Banner {
     }
 }
 
-impl std::fmt::Display for Banner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Banner {
+    /// The figures, one indented line each, without a heading or a final newline: the training
+    /// banner and `cargo xtask plan` print them under their own.
+    pub fn write_figures(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = &self.plan;
-        writeln!(f, "***** Running training *****")?;
         writeln!(
             f,
             "  Num examples = {} (eval {})",
@@ -70,6 +71,13 @@ impl std::fmt::Display for Banner {
             self.tokens_per_param(),
             p.epochs
         )
+    }
+}
+
+impl std::fmt::Display for Banner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "***** Running training *****")?;
+        self.write_figures(f)
     }
 }
 

@@ -1,0 +1,59 @@
+//! Arguments several commands share.
+
+use std::path::{Path, PathBuf};
+
+use ember_backend::BackendChoice;
+use ember_train::FinetuneConfig;
+
+/// The demo config, shipped in the repository; its paths are relative to the repository root.
+const DEMO_CONFIG: &str = include_str!("../../fixtures/demo/finetune.toml");
+
+/// A run config and overrides of its keys.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// A TOML run config (LLaMA-Factory/HF key names). Without it, the embedded demo (sweep: the
+    /// shipped study, fixtures/study/finetune.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a key: `--set learning_rate=1e-4` or `--set train.learning_rate=1e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The config these arguments name, with overrides applied: the file's, or the demo's with its
+    /// inputs in the repository (its outputs go under the current directory).
+    pub fn load(&self) -> anyhow::Result<FinetuneConfig> {
+        Ok(match &self.config {
+            Some(path) => {
+                FinetuneConfig::from_table(ember_train::config::read_table(path)?, path, &self.set)?
+            }
+            None => {
+                let mut table: toml::Table = DEMO_CONFIG.parse()?;
+                ember_study::sweep::root_paths(&mut table, &repo_root());
+                FinetuneConfig::from_table(table, Path::new("<embedded demo config>"), &self.set)?
+            }
+        })
+    }
+}
+
+/// The compute backend.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// flex | tch | tch-cuda:N | cuda:N
+    #[arg(long, default_value_t = BackendChoice::default_compiled())]
+    pub backend: BackendChoice,
+}
+
+impl Default for BackendArgs {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::default_compiled(),
+        }
+    }
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
