@@ -197,43 +197,6 @@ pub fn cases(opts: &SpeedOptions) -> Result<Vec<Case>, StudyError> {
     Ok(out)
 }
 
-/// `--attention`: chunked | chunked:ROWS | fused | plain.
-pub fn parse_attention(s: &str) -> Result<AttentionImpl, StudyError> {
-    let bad = || {
-        StudyError::Bench(format!(
-            "--attention {s}: expected fused, plain, chunked or chunked:ROWS"
-        ))
-    };
-    Ok(match s.split_once(':') {
-        None if s == "plain" => AttentionImpl::Plain,
-        None if s == "chunked" => AttentionImpl::default(),
-        None if s == "fused" => AttentionImpl::Fused {
-            chunk: ember_qwen3::attention::DEFAULT_ATTENTION_CHUNK,
-        },
-        Some(("chunked", n)) => AttentionImpl::Chunked {
-            chunk: n.parse().map_err(|_| bad())?,
-        },
-        _ => return Err(bad()),
-    })
-}
-
-/// `--loss`: plain | chunked (the vocabulary's default chunk) | chunked:TOKENS.
-pub fn parse_loss(s: &str, vocab: usize) -> Result<LossImpl, StudyError> {
-    let bad = || {
-        StudyError::Bench(format!(
-            "--loss {s}: expected plain, chunked or chunked:TOKENS"
-        ))
-    };
-    Ok(match s.split_once(':') {
-        None if s == "plain" => LossImpl::Plain,
-        None if s == "chunked" => LossImpl::chunked_for_vocab(vocab),
-        Some(("chunked", n)) => LossImpl::Chunked {
-            tokens: n.parse().map_err(|_| bad())?,
-        },
-        _ => return Err(bad()),
-    })
-}
-
 fn gib(bytes: f64) -> String {
     format!("{:.2} GiB", bytes / (1u64 << 30) as f64)
 }
@@ -289,8 +252,8 @@ impl BackendOp for Step {
         let (profile, recompute) = (s.profile, s.recompute);
         let cfg = Qwen3Config::from_json_str(&s.config.to_string())?;
         let dtype = compute_dtype(&s.dtype);
-        let attention = parse_attention(&s.attention)?;
-        let loss_impl = parse_loss(&s.loss, cfg.vocab_size)?;
+        let attention: AttentionImpl = s.attention.parse()?;
+        let loss_impl = LossImpl::for_vocab(s.loss.parse()?, cfg.vocab_size);
 
         let t_load = Instant::now();
         let mut model = random_model::<B>(&cfg, 0, dtype, &device);
@@ -809,25 +772,4 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
         crate::error::write_json(path, &doc)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attention_and_loss_names() {
-        assert!(matches!(parse_attention("plain"), Ok(AttentionImpl::Plain)));
-        assert!(matches!(
-            parse_attention("chunked:64"),
-            Ok(AttentionImpl::Chunked { chunk: 64 })
-        ));
-        assert!(parse_attention("chunked:x").is_err());
-        assert!(parse_attention("flash").is_err());
-        assert!(matches!(
-            parse_loss("chunked:128", 1000),
-            Ok(LossImpl::Chunked { tokens: 128 })
-        ));
-        assert!(parse_loss("fused", 1000).is_err());
-    }
 }

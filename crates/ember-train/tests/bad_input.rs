@@ -182,8 +182,7 @@ fn attention_and_loss_choices_are_validated_naming_the_key() {
             tmp.path()
         );
         let err = FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("t.toml"), &[])
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(
             err.contains(&format!("model.{key}")) && err.contains(expected) && err.contains(value),
