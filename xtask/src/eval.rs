@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ember_eval::{EvalCommand, run_eval};
+use ember_eval::{EvalCommand, TaskOptions, run_eval};
 
 use crate::args::BackendArgs;
 
@@ -54,12 +54,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: args.model,
         adapter: args.adapter,
         checkpoints: args.checkpoints,
-        tasks: args.tasks,
-        data_dir: args.data_dir,
-        limit: args.limit,
-        num_fewshot: args.num_fewshot,
-        skip_missing: args.skip_missing,
-        pack_tokens: args.pack_tokens,
+        tasks: TaskOptions {
+            tasks: args.tasks,
+            data_dir: args.data_dir,
+            limit: args.limit,
+            num_fewshot: args.num_fewshot,
+            skip_missing: args.skip_missing,
+            pack_tokens: args.pack_tokens,
+        },
         compare_speed: args.compare_speed,
         backend: args.backend.backend,
     };

@@ -1,7 +1,7 @@
 //! `cargo xtask eval` as one call: a base model, the base with a PEFT adapter, or the base and
 //! every checkpoint of a run, scored on the selected tasks on the backend the caller names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -12,6 +12,45 @@ use crate::{
     checkpoint_specs, evaluate, load_scorer, prepare, select,
 };
 
+/// Which tasks to score and how: what `xtask eval` and a study's `--eval-tasks` both take.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    pub tasks: Vec<String>,
+    pub data_dir: PathBuf,
+    pub limit: Option<usize>,
+    pub num_fewshot: usize,
+    /// Leave out tasks whose files are missing.
+    pub skip_missing: bool,
+    /// Tokens per packed forward (0: one forward per choice).
+    pub pack_tokens: usize,
+}
+
+impl TaskOptions {
+    pub fn eval_options(&self) -> EvalOptions {
+        EvalOptions {
+            limit: self.limit,
+            num_fewshot: self.num_fewshot,
+            skip_missing: self.skip_missing,
+            ..Default::default()
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        match self.pack_tokens {
+            0 => Strategy::PerRequest,
+            n => Strategy::Packed { max_tokens: n },
+        }
+    }
+
+    /// Loads the tasks' documents and tokenizes the requests with `model_dir`'s tokenizer, once
+    /// for all the models scored on them.
+    pub fn prepare(&self, model_dir: &Path, opts: &EvalOptions) -> Result<Prepared, EvalError> {
+        let selection = select(&self.tasks)?;
+        let encoder = Encoder::from_file(model_dir.join("tokenizer.json"))?;
+        prepare(&selection, &self.data_dir, &encoder, opts)
+    }
+}
+
 /// What `cargo xtask eval` was asked (its help describes each).
 #[derive(Debug, Clone)]
 pub struct EvalCommand {
@@ -21,13 +60,7 @@ pub struct EvalCommand {
     pub adapter: Option<PathBuf>,
     /// A training output directory: the base and every `checkpoint-N` in it.
     pub checkpoints: Option<PathBuf>,
-    pub tasks: Vec<String>,
-    pub data_dir: PathBuf,
-    pub limit: Option<usize>,
-    pub num_fewshot: usize,
-    pub skip_missing: bool,
-    /// Tokens per packed forward (0: one forward per choice).
-    pub pack_tokens: usize,
+    pub tasks: TaskOptions,
     /// Also time one forward per choice on the first model and print the speed-up.
     pub compare_speed: bool,
     pub backend: BackendChoice,
@@ -40,16 +73,11 @@ pub fn run_eval(cmd: &EvalCommand) -> Result<ScoreTable, EvalError> {
         (None, Some(dir)) => checkpoint_specs(&cmd.model, dir)?,
         (None, None) => vec![ModelSpec::base(&cmd.model)],
     };
-    let selection = select(&cmd.tasks)?;
-    let encoder = Encoder::from_file(cmd.model.join("tokenizer.json"))?;
     let opts = EvalOptions {
-        limit: cmd.limit,
-        num_fewshot: cmd.num_fewshot,
-        skip_missing: cmd.skip_missing,
         progress: true,
-        ..Default::default()
+        ..cmd.tasks.eval_options()
     };
-    let prepared = prepare(&selection, &cmd.data_dir, &encoder, &opts)?;
+    let prepared = cmd.tasks.prepare(&cmd.model, &opts)?;
     if !prepared.skipped.is_empty() {
         let names: Vec<&str> = prepared.skipped.iter().map(|(t, _)| t.as_str()).collect();
         eprintln!(
@@ -58,10 +86,7 @@ pub fn run_eval(cmd: &EvalCommand) -> Result<ScoreTable, EvalError> {
             names.join(", ")
         );
     }
-    let strategy = match cmd.pack_tokens {
-        0 => Strategy::PerRequest,
-        n => Strategy::Packed { max_tokens: n },
-    };
+    let strategy = cmd.tasks.strategy();
     ember_backend::run(
         cmd.backend,
         Eval {

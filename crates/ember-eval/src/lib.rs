@@ -29,7 +29,7 @@ pub mod report;
 pub mod sources;
 pub mod tasks;
 
-pub use command::{EvalCommand, run_eval};
+pub use command::{EvalCommand, TaskOptions, run_eval};
 pub use encode::Encoder;
 pub use error::EvalError;
 pub use evaluate::{EvalOptions, Prepared, evaluate, prepare};

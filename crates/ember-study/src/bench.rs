@@ -5,53 +5,18 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use ember_eval::{EvalOptions, ModelSpec, Prepared, ScoreTable, Strategy, evaluate, load_scorer};
+use ember_eval::{ModelSpec, Prepared, ScoreTable, evaluate, load_scorer};
 
 use crate::StudyError;
 use crate::error::{read_json, write_json};
 use crate::record::{BENCHMARKS_FILE, checkpoints};
 
-/// `--eval-tasks` and their options.
-#[derive(Debug, Clone)]
-pub struct BenchOptions {
-    pub tasks: Vec<String>,
-    pub data_dir: PathBuf,
-    pub limit: Option<usize>,
-    pub num_fewshot: usize,
-    /// Leave out tasks whose files are missing.
-    pub skip_missing: bool,
-    /// Tokens per packed forward (0: one forward per choice).
-    pub pack_tokens: usize,
-}
-
-impl BenchOptions {
-    pub fn eval_options(&self) -> EvalOptions {
-        EvalOptions {
-            limit: self.limit,
-            num_fewshot: self.num_fewshot,
-            skip_missing: self.skip_missing,
-            ..Default::default()
-        }
-    }
-
-    fn strategy(&self) -> Strategy {
-        match self.pack_tokens {
-            0 => Strategy::PerRequest,
-            n => Strategy::Packed { max_tokens: n },
-        }
-    }
-}
+/// `--eval-tasks` and their options: ember-eval's, as `xtask eval` takes them.
+pub type BenchOptions = ember_eval::TaskOptions;
 
 /// Loads the tasks' documents and tokenizes the requests once for all models.
 pub fn prepare(base: &Path, opts: &BenchOptions) -> Result<Prepared, StudyError> {
-    let selection = ember_eval::select(&opts.tasks)?;
-    let encoder = ember_eval::Encoder::from_file(base.join("tokenizer.json"))?;
-    Ok(ember_eval::prepare(
-        &selection,
-        &opts.data_dir,
-        &encoder,
-        &opts.eval_options(),
-    )?)
+    Ok(opts.prepare(base, &opts.eval_options())?)
 }
 
 /// Scores the given models into a table.
