@@ -1,10 +1,14 @@
 //! Qwen3 for Burn, numerically equal to Hugging Face transformers' `Qwen3ForCausalLM`.
 //!
 //! - [`config`]: [`Qwen3Config`] from an HF `config.json`, validated.
-//! - [`model`]: the model; module names are HF checkpoint keys. Forward to logits, and the shifted
-//!   cross-entropy loss over labels that are not -100.
-//! - [`attention`]: plain and memory-efficient chunked attention (custom autodiff op).
-//! - [`loss`]: chunked head + cross-entropy (custom autodiff op).
+//! - [`model`]: the model; module names are HF checkpoint keys. [`ModelInputs`] (ids, attention
+//!   mask or a dense 4D mask, position ids, labels) is what forward, the loss and backprop take;
+//!   the rotary embedding is derived from the config once and kept in the module;
+//!   `decode_layers` is the one decoder loop. Forward to logits, and the shifted cross-entropy
+//!   loss over labels that are not -100.
+//! - [`attention`]: plain and memory-efficient chunked attention (a custom autodiff op where
+//!   `ember_backend::dispatch_autodiff` says ember's ops apply); [`AttentionImpl`] parses from text.
+//! - [`loss`]: chunked head + cross-entropy (custom autodiff op); [`LossChoice`] parses from text.
 //! - [`backprop`]: one micro-batch's loss and gradients, full graph or with layer recompute.
 //! - [`weights`]: where tensors come from: an HF checkpoint (single or sharded safetensors,
 //!   memory-mapped) or seeded random initialisation.
