@@ -10,6 +10,16 @@ pub enum EvalError {
     )]
     UnknownTask { name: String },
 
+    #[error(
+        "no task selected: --tasks is empty; name groups or tasks, e.g. kobest,kmmlu,haerae (or kobest_boolq)"
+    )]
+    NoTasks,
+
+    #[error(
+        "`{option}` (--{option}) must be at least 1, got 0; leave it out to score every document"
+    )]
+    ZeroLimit { option: &'static str },
+
     #[error("task {task}: no {split} data under the data directory; looked for {}", paths(.tried))]
     MissingData {
         task: String,

@@ -87,6 +87,10 @@ pub fn prepare(
     encoder: &Encoder,
     opts: &EvalOptions,
 ) -> Result<Prepared, EvalError> {
+    if opts.limit == Some(0) {
+        // Nothing would be scored: a table of NaN.
+        return Err(EvalError::ZeroLimit { option: "limit" });
+    }
     let mut tasks = Vec::new();
     let mut skipped = Vec::new();
     for task in &selection.tasks {

@@ -366,12 +366,30 @@ pub fn select<S: AsRef<str>>(names: &[S]) -> Result<Selection, EvalError> {
             });
         }
     }
+    if sel.tasks.is_empty() {
+        // An empty table would look like a result.
+        return Err(EvalError::NoTasks);
+    }
     Ok(sel)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_selection_is_an_error() {
+        for names in [vec![], vec![""], vec![" ", ""]] {
+            let e = select(&names)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("no task selected") && e.contains("kobest"),
+                "{names:?}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn group_sizes_match_lm_eval() {

@@ -241,3 +241,23 @@ fn scores_with_a_peft_adapter_match_lm_eval() {
 }
 
 ember_testing::backend_coverage_test!();
+
+#[test]
+fn a_zero_limit_is_refused_not_a_table_of_nan() {
+    let sel = select(&["kobest"]).expect("known group");
+    let enc = Encoder::from_file(root().join("fixtures/tiny/qwen3-tiny/tokenizer.json"))
+        .expect("tokenizer");
+    let opts = EvalOptions {
+        limit: Some(0),
+        skip_missing: true,
+        ..Default::default()
+    };
+    let err = prepare(&sel, &root().join("fixtures/eval/data"), &enc, &opts)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("--limit") && err.contains("at least 1"),
+        "{err}"
+    );
+}

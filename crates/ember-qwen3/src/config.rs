@@ -190,6 +190,7 @@ impl Qwen3Config {
             ("num_hidden_layers", self.num_hidden_layers),
             ("num_attention_heads", self.num_attention_heads),
             ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
         ] {
             if v == 0 {
                 return bad(field, "must be positive".into());

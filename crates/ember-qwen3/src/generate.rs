@@ -80,6 +80,16 @@ impl<B: Backend> Qwen3ForCausalLM<B> {
         if prompt.is_empty() {
             return Err(Qwen3Error::Generation("the prompt has no tokens".into()));
         }
+        let max_positions = self.model.rotary_emb.max_positions();
+        if prompt.len() + gcfg.max_new_tokens > max_positions {
+            // HF only warns; generating past the trained positions yields noise, and unbounded.
+            return Err(Qwen3Error::Generation(format!(
+                "a prompt of {} tokens plus max_new_tokens = {} exceeds the model's max_position_embeddings = {max_positions}; ask for at most {} new tokens",
+                prompt.len(),
+                gcfg.max_new_tokens,
+                max_positions.saturating_sub(prompt.len())
+            )));
+        }
         let vocab = self.vocab_size();
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
             return Err(Qwen3Error::TokenOutOfRange { id, vocab });

@@ -83,6 +83,8 @@ fn linear<B: Backend>(
 pub struct RotaryEmbedding {
     /// `1 / theta^(2i/d) / linear_scale`, `d/2` values in f32, exactly as HF computes them.
     inv_freq: Vec<f32>,
+    /// The positions the model was trained for (`max_position_embeddings`).
+    max_positions: usize,
 }
 
 impl RotaryEmbedding {
@@ -93,7 +95,15 @@ impl RotaryEmbedding {
         let inv_freq = (0..d / 2)
             .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32) / scale)
             .collect();
-        Self { inv_freq }
+        Self {
+            inv_freq,
+            max_positions: cfg.max_position_embeddings,
+        }
+    }
+
+    /// `max_position_embeddings`: positions past it are outside what the model was trained on.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
     }
 
     fn head_dim(&self) -> usize {

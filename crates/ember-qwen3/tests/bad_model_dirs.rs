@@ -191,6 +191,11 @@ fn impossible_head_counts_are_rejected() {
     assert!(m.contains("hidden_act"), "{m}");
     let m = config_error(|v| v["hidden_size"] = "big".into());
     assert!(m.contains("not a valid config.json"), "{m}");
+    let m = config_error(|v| v["max_position_embeddings"] = 0.into());
+    assert!(
+        m.contains("max_position_embeddings") && m.contains("must be positive"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -221,4 +226,28 @@ fn real_configs_parse() {
     .expect("transformers 5 rope_parameters");
     assert_eq!(v5.rope_theta, 5.0);
     assert_eq!(v5.rope_position_scale(), 1.0);
+}
+
+#[test]
+fn generation_past_max_position_embeddings_is_refused() {
+    let (cfg, model) = load_pretrained::<B>(tiny(), DType::F32, &Default::default()).expect("tiny");
+    let prompt = [1u32, 2, 3];
+    let too_many = ember_qwen3::GenerationConfig::greedy(100_000, vec![]);
+    let err = model
+        .generate(&prompt, &too_many, &Default::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let room = cfg.max_position_embeddings - prompt.len();
+    assert!(
+        err.contains("max_position_embeddings")
+            && err.contains(&format!("at most {room} new tokens")),
+        "{err}"
+    );
+    // Exactly up to the limit runs to the end.
+    let fits = ember_qwen3::GenerationConfig::greedy(room, vec![]);
+    let g = model
+        .generate(&prompt, &fits, &Default::default())
+        .expect("fits");
+    assert_eq!(g.ids.len(), room);
 }

@@ -86,6 +86,11 @@ pub fn plan_data(
         if n == 0 {
             return Err(StudyError::Plan("--samples must be at least 1".into()));
         }
+        if let Some(t @ (0 | 1)) = opts.tokens_per_sample {
+            return Err(StudyError::Plan(format!(
+                "--tokens-per-sample must be at least 2 (a supervised token needs one before it), got {t}"
+            )));
+        }
         let len = opts.tokens_per_sample.unwrap_or(cfg.data.cutoff_len).max(2);
         let data = synthetic_data(n, opts.eval_samples.unwrap_or(0), len, model_cfg.vocab_size);
         return Ok((

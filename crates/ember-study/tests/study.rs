@@ -337,3 +337,24 @@ fn interrupted_sweep_on<B: AutodiffBackend>() -> Result<(), StudyError> {
 }
 
 ember_testing::backend_coverage_test!();
+
+#[test]
+fn planning_with_too_few_tokens_per_sample_is_refused() {
+    let cfg = config("fixtures/study/qwen3-8b.toml", &[]);
+    for t in [0, 1] {
+        let opts = PlanOptions {
+            samples: Some(10),
+            tokens_per_sample: Some(t),
+            runtime_bytes: Some(0),
+            ..Default::default()
+        };
+        let err = plan(&cfg, &opts)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("--tokens-per-sample") && err.contains(&format!("got {t}")),
+            "{t}: {err}"
+        );
+    }
+}

@@ -142,6 +142,17 @@ pub enum Strategy {
     Epoch,
 }
 
+impl Strategy {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::No => "no",
+            Strategy::Steps => "steps",
+            Strategy::Epoch => "epoch",
+        }
+    }
+}
+
 /// `[eval]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

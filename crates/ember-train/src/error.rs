@@ -39,6 +39,14 @@ pub enum TrainError {
     #[error("the training set is empty after loading {0}")]
     EmptyDataset(String),
     #[error(
+        "the training set ({dataset}) has no supervised token: every label is masked (cutoff_len = {cutoff_len} leaves no room for the responses?); nothing would be learned"
+    )]
+    NothingSupervised { dataset: String, cutoff_len: usize },
+    #[error(
+        "eval.eval_strategy = \"{strategy}\" but there is no evaluation data: set data.val_size or data.eval_dataset, or eval_strategy = \"no\" (HF refuses this too)"
+    )]
+    NoEvalData { strategy: String },
+    #[error(
         "non-finite {what} ({value}) at step {step}: training stopped (checkpoints saved before it are kept)"
     )]
     NonFinite {

@@ -93,6 +93,7 @@ impl<B: AutodiffBackend> Run<B> {
         device: &B::Device,
     ) -> Result<Self, TrainError> {
         check_vocabulary(&data, &model_cfg, &cfg.model.model_name_or_path)?;
+        check_trainable(&data, cfg)?;
         let (mut model, adapter_cfg) = adapter::attach(model, cfg)?;
         // Validated with the config; the model's defaults stay when the keys are unset.
         model.set_attention(cfg.model.attention_impl()?);
@@ -670,6 +671,23 @@ fn check_vocabulary(
                 return Err(out_of_range(format!("{split} example {i}"), id));
             }
         }
+    }
+    Ok(())
+}
+
+/// The data can train and evaluate as the config asks (HF's Trainer refuses an eval strategy
+/// without eval data; a run without one supervised token would write an untrained adapter).
+fn check_trainable(data: &SftData, cfg: &FinetuneConfig) -> Result<(), TrainError> {
+    if data.train.iter().all(|e| e.supervised_tokens() == 0) {
+        return Err(TrainError::NothingSupervised {
+            dataset: cfg.data.dataset.join(","),
+            cutoff_len: cfg.data.cutoff_len,
+        });
+    }
+    if cfg.eval.eval_strategy != Strategy::No && data.eval.is_empty() {
+        return Err(TrainError::NoEvalData {
+            strategy: cfg.eval.eval_strategy.name().into(),
+        });
     }
     Ok(())
 }

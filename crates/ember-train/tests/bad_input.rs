@@ -211,3 +211,39 @@ fn config_choices_reach_the_model_on<B: AutodiffBackend>() {
     assert_eq!(run.model.attention_impl(), AttentionImpl::Plain);
     assert_eq!(run.model.loss_impl, LossImpl::Chunked { tokens: 7 });
 }
+
+#[test]
+fn data_that_cannot_train_or_evaluate_as_configured_is_refused() {
+    on_every_backend!(untrainable_data_on);
+}
+
+fn untrainable_data_on<B: AutodiffBackend>() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = root().join("fixtures/tiny/qwen3-tiny");
+    // cutoff_len = 1: the prompt takes the one token, no response token is left to learn.
+    let mut cfg = config(&model, &tmp.path().join("a"));
+    cfg.data.cutoff_len = 1;
+    let err = Run::<B>::load(&cfg, &Default::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, TrainError::NothingSupervised { cutoff_len: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cutoff_len = 1"), "{err}");
+    // eval_strategy without eval data (HF: "You have set args.eval_strategy ... but you didn't
+    // pass an eval_dataset").
+    let mut cfg = config(&model, &tmp.path().join("b"));
+    cfg.data.val_size = 0.0;
+    cfg.eval.eval_strategy = ember_train::config::Strategy::Steps;
+    cfg.eval.eval_steps = Some(1);
+    let err = Run::<B>::load(&cfg, &Default::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("eval.eval_strategy = \"steps\"")
+            && err.to_string().contains("no evaluation data"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("a").exists() && !tmp.path().join("b").exists());
+}
