@@ -221,6 +221,38 @@ struct Parts<'a, B: AutodiffBackend> {
     device: &'a B::Device,
 }
 
+impl<B: AutodiffBackend> Parts<'_, B> {
+    /// [`eval_loss`] of `model` on the run's eval split, with the run's eval batching.
+    fn eval_loss(&self, model: &Qwen3ForCausalLM<B>) -> f64 {
+        eval_loss(
+            &model.valid(),
+            &self.data.eval,
+            self.cfg.eval.per_device_eval_batch_size,
+            self.data.pad_id,
+            self.cfg.data.pad_to_multiple_of,
+            self.device,
+        )
+    }
+
+    /// An evaluation after `step`: the loss and HF's eval speed figures.
+    fn evaluate(&self, model: &Qwen3ForCausalLM<B>, epoch: f64, step: u64) -> LogEntry {
+        let start = Instant::now();
+        let loss = self.eval_loss(model);
+        let runtime = start.elapsed().as_secs_f64();
+        let n = self.data.eval.len() as f64;
+        let bs = self.cfg.eval.per_device_eval_batch_size;
+        LogEntry {
+            eval_loss: Some(loss),
+            eval_runtime: Some(runtime),
+            eval_samples_per_second: Some(n / runtime),
+            eval_steps_per_second: Some(n / bs as f64 / runtime),
+            epoch,
+            step,
+            ..Default::default()
+        }
+    }
+}
+
 /// A run in progress: everything the recipe's parts share except the model, which each
 /// optimizer step takes and gives back.
 struct Training<'a, B: AutodiffBackend> {
@@ -447,14 +479,7 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
         if !due || self.run.data.eval.is_empty() {
             return Ok(());
         }
-        let entry = evaluate_entry(
-            model,
-            cfg,
-            self.run.data,
-            self.run.device,
-            self.state.epoch,
-            step,
-        );
+        let entry = self.run.evaluate(model, self.state.epoch, step);
         if let Some(m) = entry.eval_loss {
             let better = self.state.best_metric.is_none_or(|b| {
                 if cfg.output.greater_is_better() {
@@ -564,16 +589,7 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
         if let Some(previous) = aside.take() {
             previous.discard()?; // replaced by this run's final adapter
         }
-        let final_eval = (!data.eval.is_empty()).then(|| {
-            eval_loss(
-                &model.valid(),
-                &data.eval,
-                cfg.eval.per_device_eval_batch_size,
-                data.pad_id,
-                cfg.data.pad_to_multiple_of,
-                self.run.device,
-            )
-        });
+        let final_eval = (!data.eval.is_empty()).then(|| self.run.eval_loss(&model));
         let mut results = serde_json::json!({
             "epoch": state.epoch,
             "total_flos": 0.0,
@@ -720,37 +736,6 @@ fn refuse_to_overwrite(dir: &Path) -> Result<(), TrainError> {
         return Err(TrainError::OutputExists(dir.to_path_buf()));
     }
     Ok(())
-}
-
-fn evaluate_entry<B: AutodiffBackend>(
-    model: &Qwen3ForCausalLM<B>,
-    cfg: &FinetuneConfig,
-    data: &SftData,
-    device: &B::Device,
-    epoch: f64,
-    step: u64,
-) -> LogEntry {
-    let start = Instant::now();
-    let bs = cfg.eval.per_device_eval_batch_size;
-    let loss = eval_loss(
-        &model.valid(),
-        &data.eval,
-        bs,
-        data.pad_id,
-        cfg.data.pad_to_multiple_of,
-        device,
-    );
-    let runtime = start.elapsed().as_secs_f64();
-    let n = data.eval.len() as f64;
-    LogEntry {
-        eval_loss: Some(loss),
-        eval_runtime: Some(runtime),
-        eval_samples_per_second: Some(n / runtime),
-        eval_steps_per_second: Some(n / bs as f64 / runtime),
-        epoch,
-        step,
-        ..Default::default()
-    }
 }
 
 /// HF's `eval_loss`: each batch's token-mean loss, weighted by the batch's sample count, averaged
