@@ -69,10 +69,22 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
     #[error("{path}: not valid JSON: {message}")]
     FileJson { path: PathBuf, message: String },
     #[error("{path}: not valid CSV: {message}")]
     FileCsv { path: PathBuf, message: String },
+    #[error(
+        "{path}: no column `{column}` ({role}); the file's columns are: {}",
+        .columns.join(", ")
+    )]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        role: String,
+        columns: Vec<String>,
+    },
     #[error("{path}: unsupported file type (supported: .json, .jsonl, .csv)")]
     UnsupportedFile { path: PathBuf },
     #[error("dataset_info: {0}")]

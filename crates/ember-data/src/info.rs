@@ -166,14 +166,24 @@ impl DatasetAttr {
 /// Read `dataset_dir/dataset_info.json`, if present.
 pub fn read_dataset_info(dataset_dir: &Path) -> Result<Option<BTreeMap<String, DatasetEntry>>> {
     let path = dataset_dir.join("dataset_info.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(DataError::Io { path, source }),
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| DataError::DatasetInfo(format!("{}: {e}", path.display())))
+    parse_dataset_info(&bytes, &path).map(Some)
+}
+
+/// The entries of a `dataset_info.json` file's contents; `path` names it in errors.
+pub fn parse_dataset_info(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, DatasetEntry>> {
+    let bad = |m: String| DataError::DatasetInfo(format!("{}: {m}", path.display()));
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let before = &bytes[..e.valid_up_to()];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        bad(format!("line {line}: not UTF-8 ({e})"))
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    serde_json::from_str(text).map_err(|e| bad(e.to_string()))
 }
 
 /// Resolve dataset names against the file in `dataset_dir` and the inline entries (which win).
@@ -203,7 +213,17 @@ pub fn resolve_datasets(
                         )
                     },
                 })?;
-            DatasetAttr::resolve(name, entry, dataset_dir)
+            DatasetAttr::resolve(name, entry, dataset_dir).map_err(|e| match e {
+                // Say which of the two places the bad entry came from.
+                DataError::DatasetInfo(m) if inline.contains_key(name) => {
+                    DataError::DatasetInfo(format!("[data.dataset_info]: {m}"))
+                }
+                DataError::DatasetInfo(m) => DataError::DatasetInfo(format!(
+                    "{}: {m}",
+                    dataset_dir.join("dataset_info.json").display()
+                )),
+                other => other,
+            })
         })
         .collect()
 }

@@ -16,7 +16,7 @@ use crate::args::{DataArgs, ValSize};
 use crate::convert::convert;
 use crate::encode::{EncodeOptions, Example, IGNORE_INDEX, encode_example};
 use crate::error::{DataError, Result, RowError};
-use crate::info::{DatasetAttr, resolve_datasets};
+use crate::info::{DatasetAttr, Formatting, resolve_datasets};
 use crate::rng::{NumpyRng, permutation};
 use crate::source::{Row, read_rows};
 use crate::stats::{DataStats, SftStats};
@@ -92,7 +92,11 @@ pub fn load_sft(args: &DataArgs, tok: &Tokenizer) -> Result<SftData> {
         train = take_nested(train, n, args.seed);
     }
     if train.is_empty() {
-        return Err(DataError::Empty("the train split is empty".into()));
+        let files: Vec<String> = attrs.iter().map(|a| a.path.display().to_string()).collect();
+        return Err(DataError::Empty(format!(
+            "the train split is empty (read from {})",
+            files.join(", ")
+        )));
     }
 
     let skipped = errors.len();
@@ -127,7 +131,7 @@ fn read_datasets(args: &DataArgs, names: &[String]) -> Result<(Vec<DatasetAttr>,
     let attrs = resolve_datasets(names, &args.dataset_dir, &args.dataset_info)?;
     let mut all = Vec::new();
     for (ai, attr) in attrs.iter().enumerate() {
-        let mut rows = read_rows(&attr.path)?;
+        let mut rows = read_rows(&attr.path, &required_columns(attr))?;
         if let Some(k) = attr.num_samples {
             rows = sample_rows(rows, k, args.seed);
         }
@@ -137,6 +141,15 @@ fn read_datasets(args: &DataArgs, names: &[String]) -> Result<(Vec<DatasetAttr>,
         all.extend(rows.into_iter().map(|r| (ai, r)));
     }
     Ok((attrs, all))
+}
+
+/// The columns without which no row of `attr` converts, with what each is for.
+fn required_columns(attr: &DatasetAttr) -> Vec<(&str, &str)> {
+    let (column, role) = match attr.formatting {
+        Formatting::Alpaca => (&attr.response, "the response column"),
+        Formatting::Sharegpt | Formatting::Openai => (&attr.messages, "the messages column"),
+    };
+    column.as_deref().map(|c| (c, role)).into_iter().collect()
 }
 
 /// `num_samples`: every row once in a random order, then random repeats to reach `k`. LLaMA-Factory
@@ -250,6 +263,15 @@ pub fn report(data: &SftData, tok: &Tokenizer) -> Result<String> {
 /// `tokenizer_json`), writes the training samples as JSON lines to `export` if given, and returns
 /// what to print: [`report`], and where the samples went.
 pub fn inspect(args: &DataArgs, tokenizer_json: &Path, export: Option<&Path>) -> Result<String> {
+    // Checked first, so that a typo in the path does not cost a full tokenization.
+    if let Some(path) = export
+        && let Err(reason) = check_parent(path)
+    {
+        return Err(DataError::Write {
+            path: path.into(),
+            reason,
+        });
+    }
     let tok = Tokenizer::from_file(tokenizer_json)?;
     let data = load_sft(args, &tok)?;
     let mut s = report(&data, &tok)?;
@@ -288,14 +310,35 @@ fn push_list(s: &mut String, it: impl Iterator<Item = i64>) {
 /// Write every example of `data` as JSON lines to `path`.
 pub fn export_jsonl(examples: &[Example], path: &Path) -> Result<()> {
     use std::io::Write as _;
-    let io = |source| DataError::Io {
-        path: path.into(),
-        source,
-    };
-    let f = std::fs::File::create(path).map_err(io)?;
+    let write_err = |source: std::io::Error| write_error(path, source);
+    let f = std::fs::File::create(path).map_err(write_err)?;
     let mut w = std::io::BufWriter::new(f);
     for ex in examples {
-        writeln!(w, "{}", export_line(ex)).map_err(io)?;
+        writeln!(w, "{}", export_line(ex)).map_err(write_err)?;
     }
-    w.flush().map_err(io)
+    w.flush().map_err(write_err)
+}
+
+/// Why `path` cannot be written: a missing folder shows as NotFound, which alone reads like a
+/// missing input, so the folder is named.
+fn write_error(path: &Path, source: std::io::Error) -> DataError {
+    let reason = match check_parent(path) {
+        Err(reason) => reason,
+        Ok(()) => source.to_string(),
+    };
+    DataError::Write {
+        path: path.into(),
+        reason,
+    }
+}
+
+/// Whether the folder `path` would be written into exists.
+fn check_parent(path: &Path) -> std::result::Result<(), String> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.exists() => {
+            Err(format!("the directory {} does not exist", dir.display()))
+        }
+        Some(dir) if !dir.is_dir() => Err(format!("{} is not a directory", dir.display())),
+        _ => Ok(()),
+    }
 }

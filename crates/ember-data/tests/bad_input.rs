@@ -326,3 +326,138 @@ fn config_errors() {
         Err(DataError::UnknownTemplate(_))
     ));
 }
+
+#[test]
+fn non_utf8_jsonl_line_is_a_row_error_at_its_line_and_skippable() {
+    let mut content = Vec::new();
+    content.extend_from_slice(good_sharegpt_line("a").as_bytes());
+    content.extend_from_slice(b"\r\n\n");
+    content.extend_from_slice(b"{\"conversations\": \"\xff\xfe\"}\n");
+    content.extend_from_slice(good_sharegpt_line("b").as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.jsonl"), &content).unwrap();
+    std::fs::write(
+        dir.path().join("dataset_info.json"),
+        format!(r#"{{"d": {SHAREGPT}}}"#),
+    )
+    .unwrap();
+    let mut args = DataArgs {
+        dataset_dir: dir.path().into(),
+        dataset: vec!["d".into()],
+        ..DataArgs::default()
+    };
+    let e = one_row_error(&args);
+    assert_eq!(e.location, Location::Line(3));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("x.jsonl, line 3: not UTF-8 at column 20"),
+        "{msg}"
+    );
+
+    args.skip_invalid = true;
+    let data = load_sft(&args, &small_tokenizer()).unwrap();
+    assert_eq!((data.train.len(), data.stats.skipped), (2, 1));
+    assert!(data.stats.to_string().contains("line 3"));
+}
+
+#[test]
+fn non_utf8_json_array_names_line_and_column() {
+    let (dir, args) = dataset("x.json", "", r#"{"file_name": "x.json"}"#);
+    std::fs::write(
+        dir.path().join("x.json"),
+        b"[\n{\"instruction\": \"a\", \"output\": \"b\"},\n{\"instruction\": \"\xc3\x28\"}]",
+    )
+    .unwrap();
+    let e = load_sft(&args, &small_tokenizer()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, DataError::FileJson { .. }), "{msg}");
+    assert!(
+        msg.contains("x.json: not valid JSON: line 3, column 18: not UTF-8"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn csv_without_its_response_column_is_one_file_error() {
+    let rows: String = (0..24).map(|i| format!("q{i},x\n")).collect();
+    let (_dir, args) = dataset(
+        "x.csv",
+        &format!("instruction,input\n{rows}"),
+        r#"{"file_name": "x.csv"}"#,
+    );
+    let e = load_sft(&args, &small_tokenizer()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, DataError::MissingColumn { column, .. } if column == "output"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("x.csv: no column `output` (the response column)")
+            && msg.contains("columns are: instruction, input"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+}
+
+#[test]
+fn csv_line_numbers_are_the_files_own() {
+    let entry = r#"{"file_name": "x.csv", "columns": {"prompt": "Q", "response": "A"}}"#;
+    // CRLF endings, a blank line, and a quoted cell spanning two lines before the bad row.
+    let content = "Q,A\r\nhi,hello\r\n\r\n\"two\r\nlines\",ok\r\nno answer,\r\n";
+    let (_dir, args) = dataset("x.csv", content, entry);
+    let e = one_row_error(&args);
+    assert_eq!(
+        (e.location.clone(), e.field.as_str()),
+        (Location::CsvLine(6), "A")
+    );
+    assert!(e.to_string().contains("x.csv, line 6, field `A`"), "{e}");
+
+    // The first data row is line 2 (the header is line 1), with LF endings too.
+    let (_dir, args) = dataset("x.csv", "Q,A\nno answer,\nhi,hello\n", entry);
+    assert_eq!(one_row_error(&args).location, Location::CsvLine(2));
+
+    // A non-UTF-8 cell is a bad row at its line.
+    let (dir, args) = dataset("x.csv", "", entry);
+    std::fs::write(dir.path().join("x.csv"), b"Q,A\r\nhi,hello\r\nbad,\xff\r\n").unwrap();
+    let e = one_row_error(&args);
+    assert_eq!(e.location, Location::CsvLine(3));
+    assert!(e.reason.contains("not UTF-8"), "{e}");
+}
+
+#[test]
+fn export_into_a_missing_directory_says_so() {
+    let fx = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data"));
+    let args = DataArgs {
+        dataset_dir: fx.clone(),
+        dataset: vec!["alpaca_mix".into()],
+        ..DataArgs::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nope/x.jsonl");
+    let e = ember_data::inspect(&args, &fx.join("tokenizer-small.json"), Some(&out)).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, DataError::Write { .. }), "{msg}");
+    assert_eq!(
+        msg,
+        format!(
+            "cannot write {}: the directory {} does not exist",
+            out.display(),
+            tmp.path().join("nope").display()
+        )
+    );
+
+    // The parent is a file.
+    let file = tmp.path().join("f");
+    std::fs::write(&file, "").unwrap();
+    let e = ember_data::export_jsonl(&[], &file.join("x.jsonl")).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with(&format!("{} is not a directory", file.display())),
+        "{e}"
+    );
+
+    // And the export works into an existing one.
+    let ok = tmp.path().join("x.jsonl");
+    let text = ember_data::inspect(&args, &fx.join("tokenizer-small.json"), Some(&ok)).unwrap();
+    assert!(text.contains("wrote"), "{text}");
+}

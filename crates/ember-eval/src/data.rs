@@ -100,24 +100,34 @@ pub fn load_docs(
             tried,
         });
     };
-    let rows = read_rows(task, &path)?;
+    let bytes = std::fs::read(&path).map_err(|source| EvalError::Io {
+        task: task.name.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    let docs = parse_docs(task, &path, &bytes)?;
+    Ok((path, docs))
+}
+
+/// The rendered documents of a file's contents; `path` (by its extension) picks the format and
+/// names the file in errors. Split from [`load_docs`] so the fuzz tests can feed bytes directly.
+pub fn parse_docs(task: &Task, path: &Path, bytes: &[u8]) -> Result<Vec<Doc>, EvalError> {
+    let rows = parse_rows(task, path, bytes)?;
     // The HF KoBEST loader reads with pandas and calls dropna(): a row with an empty (or
     // NA-spelled) field in any column is not part of the dataset lm-eval sees.
     let kobest = matches!(task.kind, TaskKind::Kobest(_));
-    let docs = rows
-        .into_iter()
+    rows.into_iter()
         .enumerate()
         .filter(|(_, row)| !(kobest && row.0.iter().any(|(_, v)| is_pandas_na(v))))
         .map(|(i, row)| {
             render(task, &row, i + 1).map_err(|reason| EvalError::Malformed {
                 task: task.name.clone(),
-                path: path.clone(),
+                path: path.to_path_buf(),
                 row: i + 1,
                 reason,
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((path, docs))
+        .collect()
 }
 
 /// pandas' default `na_values`: fields `read_csv` turns into NaN.
@@ -146,19 +156,32 @@ impl Row {
 /// Reads a file's rows by its extension: `.tsv` (KoBEST), `.csv` (KMMLU), `.json` (an array of
 /// objects) or `.jsonl` (one object per line).
 pub fn read_rows(task: &Task, path: &Path) -> Result<Vec<Row>, EvalError> {
-    let io = |source| EvalError::Io {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
         task: task.name.clone(),
         path: path.to_path_buf(),
         source,
-    };
+    })?;
+    parse_rows(task, path, &bytes)
+}
+
+/// [`read_rows`] on a file's contents.
+pub fn parse_rows(task: &Task, path: &Path, bytes: &[u8]) -> Result<Vec<Row>, EvalError> {
     let malformed = |row: usize, reason: String| EvalError::Malformed {
         task: task.name.clone(),
         path: path.to_path_buf(),
         row,
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let bad_file = |reason: String| EvalError::BadFile {
+        task: task.name.clone(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_column(bytes, e.valid_up_to());
+        bad_file(format!("line {line}, column {column}: not UTF-8 ({e})"))
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "tsv" | "csv" => {
@@ -169,7 +192,7 @@ pub fn read_rows(task: &Task, path: &Path) -> Result<Vec<Row>, EvalError> {
                 .from_reader(text.as_bytes());
             let header: Vec<String> = rdr
                 .headers()
-                .map_err(|e| malformed(0, format!("header: {e}")))?
+                .map_err(|e| bad_file(format!("header: {e}")))?
                 .iter()
                 .map(|h| h.trim().to_string())
                 .collect();
@@ -185,10 +208,11 @@ pub fn read_rows(task: &Task, path: &Path) -> Result<Vec<Row>, EvalError> {
             Ok(rows)
         }
         "json" => {
+            // serde_json's message ends with "at line L column C".
             let v: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| malformed(e.line(), e.to_string()))?;
+                serde_json::from_str(text).map_err(|e| bad_file(e.to_string()))?;
             let serde_json::Value::Array(items) = v else {
-                return Err(malformed(0, "expected a JSON array of objects".into()));
+                return Err(bad_file("expected a JSON array of objects".into()));
             };
             items
                 .iter()
@@ -206,8 +230,19 @@ pub fn read_rows(task: &Task, path: &Path) -> Result<Vec<Row>, EvalError> {
                 json_row(&v).map_err(|r| malformed(i + 1, r))
             })
             .collect(),
-        other => Err(malformed(0, format!("unsupported file type `.{other}`"))),
+        other => Err(bad_file(format!("unsupported file type `.{other}`"))),
     }
+}
+
+/// 1-based line and column (in bytes) of byte offset `at`.
+fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    (line, before.len() - line_start + 1)
 }
 
 fn json_row(v: &serde_json::Value) -> Result<Row, String> {

@@ -34,6 +34,14 @@ pub enum EvalError {
         source: std::io::Error,
     },
 
+    /// A problem with the whole file (its encoding, header or JSON syntax).
+    #[error("task {task}: {}: {reason}", .path.display())]
+    BadFile {
+        task: String,
+        path: PathBuf,
+        reason: String,
+    },
+
     /// `row` is 1-based over data rows (the header of a CSV/TSV file is not counted; for JSONL it is
     /// the line number).
     #[error("task {task}: {}, row {row}: {reason}", .path.display())]
