@@ -72,27 +72,28 @@ impl Target {
 
     /// Loads `bytes` (with `skip_invalid` and a validation split when asked); an error must name
     /// the file.
-    fn check(&self, bytes: &[u8], skip_invalid: bool, val: bool) -> Result<(), TestCaseError> {
+    fn check(&self, bytes: &[u8], skip_invalid: bool, val: bool) -> Result<bool, TestCaseError> {
         std::fs::write(&self.file, bytes).expect("write");
         let args = DataArgs {
             skip_invalid,
             val_size: if val { 0.25 } else { 0.0 },
             ..self.args.clone()
         };
-        if let Err(e) = load_sft(&args, tokenizer()) {
-            let msg = e.to_string();
-            let name = self.file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            // A split of too few rows is a config error about val_size, not about the file.
-            let split = msg.contains("val_size");
-            prop_assert!(split || msg.contains(name), "{msg}");
-        }
+        let Err(e) = load_sft(&args, tokenizer()) else {
+            return Ok(true);
+        };
+        let msg = e.to_string();
+        let name = self.file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        // A split of too few rows is a config error about val_size, not about the file.
+        let split = msg.contains("val_size");
+        prop_assert!(split || msg.contains(name), "{msg}");
         let _ = &self.dir;
-        Ok(())
+        Ok(false)
     }
 }
 
 fn rows_target(
-    counter: &'static Counter,
+    name: &'static str,
     entry: &str,
     file: &str,
     seeds: &'static [&'static [u8]],
@@ -104,55 +105,62 @@ fn rows_target(
         any::<bool>(),
         any::<bool>(),
     );
+    let counter = Counter::new(name);
     proptest!(fuzz::config(), |((bytes, skip, val) in strategy)| {
-        counter.hit();
-        t.check(&bytes, skip, val)?;
+        counter.hit(t.check(&bytes, skip, val)?);
     });
 }
 
 #[test]
 fn fuzz_alpaca_json() {
-    static C: Counter = Counter::new("alpaca_json");
-    rows_target(&C, "alpaca_mix", "fuzz.json", ALPACA, false);
+    rows_target("alpaca_json", "alpaca_mix", "fuzz.json", ALPACA, false);
 }
 
 #[test]
 fn fuzz_sharegpt_tools_json() {
-    static C: Counter = Counter::new("sharegpt_tools_json");
-    rows_target(&C, "toolcall", "fuzz.json", TOOLCALL, false);
+    rows_target(
+        "sharegpt_tools_json",
+        "toolcall",
+        "fuzz.json",
+        TOOLCALL,
+        false,
+    );
 }
 
 #[test]
 fn fuzz_sharegpt_jsonl() {
-    static C: Counter = Counter::new("sharegpt_jsonl");
-    rows_target(&C, "sharegpt_think", "fuzz.jsonl", SHAREGPT, true);
+    rows_target(
+        "sharegpt_jsonl",
+        "sharegpt_think",
+        "fuzz.jsonl",
+        SHAREGPT,
+        true,
+    );
 }
 
 #[test]
 fn fuzz_openai_jsonl() {
-    static C: Counter = Counter::new("openai_jsonl");
-    rows_target(&C, "openai_tools", "fuzz.jsonl", OPENAI, true);
+    rows_target("openai_jsonl", "openai_tools", "fuzz.jsonl", OPENAI, true);
 }
 
 #[test]
 fn fuzz_csv() {
-    static C: Counter = Counter::new("csv");
+    let c = Counter::new("csv");
     let t = Target::new("ko_qa", "fuzz.csv");
     let file = Arc::new(PathBuf::from("fuzz.csv"));
     proptest!(fuzz::config(), |((bytes, skip) in (fuzz::input(CSV, false, false), any::<bool>()))| {
-        C.hit();
         // The reader alone, with and without a required column, then the whole load.
         if let Err(e) = read_csv(&bytes, file.clone(), &[("A", "the response column")]) {
             prop_assert!(e.to_string().contains("fuzz.csv"), "{e}");
         }
         let _ = read_csv(&bytes, file.clone(), &[]);
-        t.check(&bytes, skip, false)?;
+        c.hit(t.check(&bytes, skip, false)?);
     });
 }
 
 #[test]
 fn fuzz_json_rows_reader() {
-    static C: Counter = Counter::new("json_rows_reader");
+    let c = Counter::new("json_rows_reader");
     const SEEDS: &[&[u8]] = &[
         seed!("alpaca.json"),
         seed!("toolcall.json"),
@@ -161,8 +169,9 @@ fn fuzz_json_rows_reader() {
     ];
     let file = Arc::new(PathBuf::from("fuzz.json"));
     proptest!(fuzz::config(), |((bytes, ext) in (fuzz::input(SEEDS, true, false), any::<bool>()))| {
-        C.hit();
-        match parse_json_rows(&bytes, ext, file.clone()) {
+        let result = parse_json_rows(&bytes, ext, file.clone());
+        c.hit(result.as_ref().is_ok_and(|rows| rows.iter().all(|r| r.value.is_ok())));
+        match result {
             Ok(rows) => {
                 for r in rows {
                     if let Err(e) = &r.value {
@@ -177,13 +186,14 @@ fn fuzz_json_rows_reader() {
 
 #[test]
 fn fuzz_dataset_info() {
-    static C: Counter = Counter::new("dataset_info");
+    let c = Counter::new("dataset_info");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("dataset_info.json");
     proptest!(fuzz::config(), |(bytes in fuzz::input(INFO, true, false))| {
-        C.hit();
         // The parser on its own, then resolution of every entry through the loader.
-        let entries = match parse_dataset_info(&bytes, &path) {
+        let parsed = parse_dataset_info(&bytes, &path);
+        c.hit(parsed.is_ok());
+        let entries = match parsed {
             Ok(entries) => entries,
             Err(e) => {
                 prop_assert!(e.to_string().contains("dataset_info.json"), "{e}");

@@ -291,7 +291,8 @@ fn int_field(row: &Row, key: &str) -> Result<i64, String> {
 
 fn index_field(row: &Row, key: &str, offset: i64, n: usize) -> Result<usize, String> {
     let v = int_field(row, key)?;
-    let i = v - offset;
+    // Checked: a label of i64::MIN is user input, and must not overflow.
+    let i = v.checked_sub(offset).unwrap_or(-1);
     if i < 0 || i as usize >= n {
         return Err(format!(
             "`{key}` is {v}, expected {offset}..={}",
@@ -484,6 +485,53 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].text, "a\tb\r\nc \"d\" 질문: q 답변: ");
         assert_eq!((docs[0].gold, docs[1].gold), (0, 1));
+    }
+
+    #[test]
+    fn extreme_labels_are_errors_not_overflows() {
+        // Found by tests/fuzz.rs: `answer - 1` overflowed for i64::MIN.
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "kmmlu/Math-test.csv",
+            "question,answer,A,B,C,D\nq,-9223372036854775808,1,2,3,4\n",
+        );
+        let msg = load_docs(&task("kmmlu_math"), dir.path(), Split::Eval)
+            .expect_err("bad label")
+            .to_string();
+        assert!(
+            msg.contains("Math-test.csv, row 1: `answer` is -9223372036854775808, expected 1..=4"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn file_level_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "haerae/history.json",
+            "[\n{\"query\": \"q\",\n oops}]",
+        );
+        let msg = load_docs(&task("haerae_history"), dir.path(), Split::Eval)
+            .expect_err("bad json")
+            .to_string();
+        assert!(
+            msg.contains("task haerae_history: ")
+                && msg.contains("history.json: ")
+                && msg.contains("line 3 column 2"),
+            "{msg}"
+        );
+        let p = dir.path().join("kobest/BoolQ/test.tsv");
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, b"ID\tText\tQuestion\tAnswer\n1\tp\xff\tq\tTRUE\n").expect("write");
+        let msg = load_docs(&task("kobest_boolq"), dir.path(), Split::Eval)
+            .expect_err("not utf-8")
+            .to_string();
+        assert!(
+            msg.contains("test.tsv: line 2, column 4: not UTF-8"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -28,25 +28,40 @@ pub fn config() -> Config {
     }
 }
 
-/// Counts executions of one target, printed when it finishes (`--nocapture` shows it).
-pub struct Counter(pub &'static str, pub AtomicUsize);
+/// Counts the executions of one target and how many were accepted; printed when it is dropped at
+/// the end of the target (`--nocapture` shows it). A crash fails the target before that.
+pub struct Counter {
+    name: &'static str,
+    runs: AtomicUsize,
+    ok: AtomicUsize,
+}
 
 impl Counter {
-    pub const fn new(name: &'static str) -> Self {
-        Self(name, AtomicUsize::new(0))
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            runs: AtomicUsize::new(0),
+            ok: AtomicUsize::new(0),
+        }
     }
-    pub fn hit(&self) {
-        self.1.fetch_add(1, Ordering::Relaxed);
+    pub fn hit(&self, ok: bool) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Counter {
     fn drop(&mut self) {
-        eprintln!(
-            "fuzz {}: {} executions",
-            self.0,
-            self.1.load(Ordering::Relaxed)
-        );
+        if !std::thread::panicking() {
+            eprintln!(
+                "fuzz {}: {} executions, {} accepted, 0 crashes",
+                self.name,
+                self.runs.load(Ordering::Relaxed),
+                self.ok.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
@@ -62,6 +77,7 @@ const TOKENS: &[&[u8]] = &[
     b"-1e999",
     b"9223372036854775808",
     b"-9223372036854775809",
+    b"-9223372036854775808",
     b"18446744073709551616",
     b"123456789012345678901234567890123456789",
     b"1.5",
@@ -175,6 +191,7 @@ fn raw_value() -> impl Strategy<Value = String> {
             .prop_map(|f| format!("{f:e}")),
         Just("123456789012345678901234567890e10".to_string()),
         Just("1e400".to_string()),
+        Just(i64::MIN.to_string()),
         ".{0,12}".prop_map(|s| serde_json::Value::String(s).to_string()),
         Just("\"\\ud83d\"".to_string()),
         Just("\"(A)\"".to_string()),
