@@ -25,9 +25,7 @@ impl ConfigArgs {
     /// inputs in the repository (its outputs go under the current directory).
     pub fn load(&self) -> anyhow::Result<FinetuneConfig> {
         Ok(match &self.config {
-            Some(path) => {
-                FinetuneConfig::from_table(ember_train::config::read_table(path)?, path, &self.set)?
-            }
+            Some(path) => FinetuneConfig::from_file(path, &self.set)?,
             None => {
                 let mut table: toml::Table = DEMO_CONFIG.parse()?;
                 ember_study::sweep::root_paths(&mut table, &repo_root());

@@ -1,6 +1,10 @@
 //! `cargo xtask <command>`: ember's command line. Each command parses its arguments and calls the
 //! crates; no logic lives here.
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod args;
 mod bench;
 mod data;

@@ -30,6 +30,10 @@
 //!    [`cpu_backends`] and [`dispatch_autodiff`] all come from that table, so a variant without a
 //!    row does not compile, and a backend in the table gets ember's custom autodiff ops.
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::str::FromStr;

@@ -5,6 +5,10 @@
 //! Entry points: [`load_sft`] (config -> tokenized train/eval + statistics), [`Loader`] (batches),
 //! [`report`], [`preview`] and [`export_jsonl`] (for `xtask data`). docs/data.md describes the data order.
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 /// `DataArgs`, the `[data]` config section (LLaMA-Factory key names).
 pub mod args;
 /// Padding/collation, resumable seeded epoch order, length grouping, label-token counts.

@@ -19,15 +19,20 @@ const THOUGHT_CLOSE: &str = "\n</think>\n\n";
 pub const EMPTY_THOUGHT: &str = "<think>\n\n</think>\n\n";
 
 static THOUGHT_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
+    constant_regex(&format!(
         "(?s){}(.*?){}",
         regex::escape(THOUGHT_OPEN),
         regex::escape(THOUGHT_CLOSE)
     ))
-    .expect("static regex")
 });
 static TOOL_CALL_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new("(?s)<tool_call>(.*?)</tool_call>").expect("static regex"));
+    LazyLock::new(|| constant_regex("(?s)<tool_call>(.*?)</tool_call>"));
+
+/// A regex from a pattern written in this file, which no input can make invalid.
+#[allow(clippy::expect_used, reason = "the patterns are constants")]
+fn constant_regex(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("a constant pattern")
+}
 
 /// `QWEN_TOOL_PROMPT` of LLaMA-Factory's `tool_utils.py`, split around `{tool_text}`.
 const QWEN_TOOL_PROMPT_HEAD: &str = "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>";

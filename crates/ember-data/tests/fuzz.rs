@@ -2,16 +2,13 @@
 //! JSON Lines, and CSV. Property: the load returns Ok or an error naming the file; it never panics
 //! (proptest catches a panic and reports it as a failure). `EMBER_FUZZ_CASES` sets the cases.
 
-#[path = "support/fuzz.rs"]
-mod fuzz;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use ember_data::info::parse_dataset_info;
 use ember_data::source::{parse_json_rows, read_csv};
 use ember_data::{DataArgs, Tokenizer, load_sft};
-use fuzz::Counter;
+use ember_testing::fuzz::{self, Counter};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> PathBuf {

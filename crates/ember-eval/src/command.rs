@@ -46,7 +46,9 @@ impl TaskOptions {
     /// for all the models scored on them.
     pub fn prepare(&self, model_dir: &Path, opts: &EvalOptions) -> Result<Prepared, EvalError> {
         let selection = select(&self.tasks)?;
-        let encoder = Encoder::from_file(model_dir.join("tokenizer.json"))?;
+        let encoder = Encoder::from_file(
+            ember_qwen3::tokenizer_file(model_dir).map_err(|e| EvalError::Model(e.to_string()))?,
+        )?;
         prepare(&selection, &self.data_dir, &encoder, opts)
     }
 }

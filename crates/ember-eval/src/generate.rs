@@ -33,7 +33,8 @@ pub struct Generated {
 
 /// Tokenizes the prompt, generates and decodes the new tokens.
 pub fn run_generate(cmd: &GenerateCommand) -> Result<Generated, EvalError> {
-    let tok_path = cmd.model.join("tokenizer.json");
+    let tok_path =
+        ember_qwen3::tokenizer_file(&cmd.model).map_err(|e| EvalError::Model(e.to_string()))?;
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
         .map_err(|e| EvalError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
     let prompt_ids = tokenizer

@@ -15,6 +15,10 @@
 //! - [`report`]: per-model results and the cross-model table (JSON, Markdown).
 //! - [`sources`]: base / adapter / checkpoint-N model specs, the adapter seam, SFT eval loss.
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod command;
 pub mod data;
 pub mod encode;

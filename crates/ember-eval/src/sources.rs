@@ -146,7 +146,7 @@ pub fn load_scorer<B: Backend>(
 /// `len(tokenizer)` as HF counts it (base vocabulary plus added tokens), if the model directory
 /// has a `tokenizer.json`: lm-eval shrinks the embeddings to it when it loads an adapter.
 fn tokenizer_len(model_dir: &Path) -> Option<usize> {
-    tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json"))
+    tokenizers::Tokenizer::from_file(model_dir.join(ember_qwen3::pretrained::TOKENIZER_FILE))
         .ok()
         .map(|t| t.get_vocab_size(true))
 }

@@ -3,14 +3,11 @@
 //! the file; it never panics (proptest reports a panic as a failure). `EMBER_FUZZ_CASES` sets the
 //! cases.
 
-#[path = "../../ember-data/tests/support/fuzz.rs"]
-mod fuzz;
-
 use std::path::Path;
 
 use ember_eval::data::parse_docs;
 use ember_eval::tasks::Task;
-use fuzz::Counter;
+use ember_testing::fuzz::{self, Counter};
 use proptest::prelude::*;
 
 macro_rules! seed {

@@ -35,6 +35,10 @@
 //!
 //! This crate never depends on the model crates: it sees modules only through Burn's visitor.
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod adamw;
 pub mod clip;
 pub mod error;

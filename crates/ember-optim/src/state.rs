@@ -155,8 +155,9 @@ impl<B: AutodiffBackend> AdamW<B> {
                     &param.device,
                 ));
             }
-            let exp_avg_sq = moments.pop().expect("two moments");
-            let exp_avg = moments.pop().expect("two moments");
+            let Ok([exp_avg, exp_avg_sq]) = <[_; 2]>::try_from(moments) else {
+                unreachable!("one moment is pushed for each of EXP_AVG and EXP_AVG_SQ");
+            };
             state.insert(
                 path.clone(),
                 ParamState {
@@ -210,6 +211,7 @@ fn reshape_dyn<B: Backend>(t: Tensor<B, 1>, shape: &[usize]) -> TensorPrimitive<
         ($($d:literal),*) => {
             match shape.len() {
                 $($d => {
+                    #[allow(clippy::expect_used, reason = "this arm is for shapes of this length")]
                     let dims: [usize; $d] = shape.try_into().expect("length checked");
                     t.reshape(dims).into_primitive()
                 })*

@@ -13,7 +13,11 @@
 //! - [`weights`]: where tensors come from: an HF checkpoint (single or sharded safetensors,
 //!   memory-mapped) or seeded random initialisation.
 //! - [`generate`]: KV-cached greedy and temperature/top-p generation.
-//! - [`pretrained`]: one call to load a model directory.
+//! - [`pretrained`]: one call to load a model directory; [`tokenizer_file`] finds its tokenizer.
+
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod attention;
 #[cfg(feature = "tch")]
@@ -38,5 +42,5 @@ pub use model::{
     DecoderInput, IGNORE_INDEX, LossSum, ModelInputs, Qwen3ForCausalLM, RotaryEmbedding,
     shifted_cross_entropy,
 };
-pub use pretrained::{load_pretrained, random_model};
+pub use pretrained::{check_model_dir, load_pretrained, random_model, tokenizer_file};
 pub use weights::{RandomInit, SafetensorsSource, WeightSource};

@@ -9,6 +9,37 @@ use crate::{Qwen3Config, Qwen3Error, Qwen3ForCausalLM};
 
 /// The config file name in an HF model directory.
 pub const CONFIG_FILE: &str = "config.json";
+/// The tokenizer file name in an HF model directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Checks that `dir` is a directory, so that a wrong model path is reported as such rather than as
+/// a missing file inside it.
+pub fn check_model_dir(dir: &Path) -> Result<(), Qwen3Error> {
+    let reason = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "a file, not a directory (give the directory holding config.json)".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Err(Qwen3Error::NotAModelDir {
+        dir: dir.to_path_buf(),
+        reason,
+    })
+}
+
+/// The model directory's `tokenizer.json`, after [`check_model_dir`].
+pub fn tokenizer_file(dir: impl AsRef<Path>) -> Result<std::path::PathBuf, Qwen3Error> {
+    let dir = dir.as_ref();
+    check_model_dir(dir)?;
+    let path = dir.join(TOKENIZER_FILE);
+    if !path.is_file() {
+        return Err(Qwen3Error::NotAModelDir {
+            dir: dir.to_path_buf(),
+            reason: format!("{TOKENIZER_FILE} not found"),
+        });
+    }
+    Ok(path)
+}
 
 /// Loads `dir/config.json` and the checkpoint, converting weights to `dtype`.
 pub fn load_pretrained<B: Backend>(
@@ -17,12 +48,7 @@ pub fn load_pretrained<B: Backend>(
     device: &B::Device,
 ) -> Result<(Qwen3Config, Qwen3ForCausalLM<B>), Qwen3Error> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(Qwen3Error::NotAModelDir {
-            dir: dir.to_path_buf(),
-            reason: "no such directory".into(),
-        });
-    }
+    check_model_dir(dir)?;
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.is_file() {
         return Err(Qwen3Error::NotAModelDir {

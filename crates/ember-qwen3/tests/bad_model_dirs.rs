@@ -71,6 +71,42 @@ fn missing_directory_and_missing_config() {
     assert!(m.contains("config.json not found"), "{m}");
 }
 
+/// The tokenizer is looked for only once the model path is known to be a directory, so a wrong
+/// path is reported as such (every command finds the tokenizer this way).
+#[test]
+fn a_model_path_that_is_missing_or_a_file_is_named_as_such() {
+    let m = ember_qwen3::tokenizer_file("/nonexistent/model")
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        m.contains("/nonexistent/model")
+            && m.contains("no such directory")
+            && !m.contains("tokenizer.json"),
+        "{m}"
+    );
+    let file = tiny().join("config.json");
+    for m in [
+        message(load(&file)),
+        ember_qwen3::tokenizer_file(&file)
+            .expect_err("a file")
+            .to_string(),
+    ] {
+        assert!(
+            m.contains("config.json: not a Hugging Face model directory: a file, not a directory"),
+            "{m}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = ember_qwen3::tokenizer_file(dir.path())
+        .expect_err("no tokenizer")
+        .to_string();
+    assert!(m.contains("tokenizer.json not found"), "{m}");
+    assert_eq!(
+        ember_qwen3::tokenizer_file(tiny()).expect("tiny has one"),
+        tiny().join("tokenizer.json")
+    );
+}
+
 #[test]
 fn missing_weights_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -15,6 +15,10 @@
 //! - [`speed`]: ember's training step timed next to HF transformers + PEFT (`cargo xtask bench`).
 //! - [`error`]: the error type, [`StudyError`].
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod analysis;
 pub mod bench;
 pub mod calibrate;

@@ -100,7 +100,11 @@ pub fn plan_data(
             },
         ));
     }
-    let tok_path = cfg.model.model_name_or_path.join("tokenizer.json");
+    ember_qwen3::check_model_dir(&cfg.model.model_name_or_path)?;
+    let tok_path = cfg
+        .model
+        .model_name_or_path
+        .join(ember_qwen3::pretrained::TOKENIZER_FILE);
     if !tok_path.is_file() {
         return Err(StudyError::Plan(format!(
             "{} not found: counting tokens needs the tokenizer (or plan with --samples N)",

@@ -370,6 +370,7 @@ fn base_table(opts: &SweepOptions) -> Result<(toml::Table, PathBuf), StudyError>
                     .parse()
                     .map_err(|e: toml::de::Error| ember_train::TrainError::Config {
                         file: file.clone(),
+                        line: None,
                         key: String::new(),
                         message: e.to_string(),
                     })?;

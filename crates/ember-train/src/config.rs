@@ -90,11 +90,32 @@ pub struct TrainArgs {
 }
 
 /// `resume_from_checkpoint = "path/to/checkpoint-N"` or `true` / `false`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ResumeFrom {
     Latest(bool),
     Path(PathBuf),
+}
+
+// By hand rather than `untagged`, whose error for anything else ("did not match any variant of
+// untagged enum") names neither the value nor what is expected.
+impl<'de> Deserialize<'de> for ResumeFrom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Expect;
+        impl serde::de::Visitor<'_> for Expect {
+            type Value = ResumeFrom;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or the path of a checkpoint-N directory")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<ResumeFrom, E> {
+                Ok(ResumeFrom::Latest(b))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ResumeFrom, E> {
+                Ok(ResumeFrom::Path(s.into()))
+            }
+        }
+        d.deserialize_any(Expect)
+    }
 }
 
 impl TrainArgs {
@@ -264,22 +285,58 @@ fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opti
 
 /// Reads and parses a TOML config file (before any key is checked).
 pub fn read_table(path: &Path) -> Result<toml::Table, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+    parse_table(&read_text(path)?, path)
+}
+
+fn read_text(path: &Path) -> Result<String, TrainError> {
+    std::fs::read_to_string(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// The line (1-based) where `section.key` is written in the TOML `text`.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    fn find<'t, 'i>(
+        t: &'t DeTable<'i>,
+        name: &str,
+    ) -> Option<(std::ops::Range<usize>, &'t DeValue<'i>)> {
+        t.iter()
+            .find(|(k, _)| k.get_ref().as_ref() == name)
+            .map(|(k, v)| (k.span(), v.get_ref()))
+    }
+    let line =
+        |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    // A section alone: its header.
+    let Some((section, key)) = key.split_once('.') else {
+        return find(doc.get_ref(), key).map(|(span, _)| line(span));
+    };
+    let (_, sec) = find(doc.get_ref(), section)?;
+    let DeValue::Table(sec) = sec else {
+        return None;
+    };
+    find(sec, key).map(|(span, _)| line(span))
+}
+
+fn parse_table(text: &str, path: &Path) -> Result<toml::Table, TrainError> {
     text.parse()
         .map_err(|e: toml::de::Error| TrainError::Config {
             file: path.to_path_buf(),
+            line: None,
             key: String::new(),
             message: e.to_string(),
         })
 }
 
 impl FinetuneConfig {
-    /// Reads a TOML config file; relative paths inside it are relative to the current directory.
-    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
-        Self::from_table(read_table(path)?, path, &[])
+    /// Reads a TOML config file plus `--set key=value` overrides; relative paths inside it are
+    /// relative to the current directory. Errors name the key's line.
+    pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
+        let text = read_text(path)?;
+        Self::from_table(parse_table(&text, path)?, path, overrides)
+            .map_err(|e| e.at_line_in(&text))
     }
 
     /// Builds the config from a parsed table plus `--set key=value` overrides.
@@ -290,6 +347,7 @@ impl FinetuneConfig {
     ) -> Result<Self, TrainError> {
         let err = |key: &str, message: String| TrainError::Config {
             file: file.to_path_buf(),
+            line: None,
             key: key.to_string(),
             message,
         };
@@ -357,6 +415,7 @@ impl FinetuneConfig {
         let err = |key: &str, message: String| {
             Err(TrainError::Config {
                 file: file.to_path_buf(),
+                line: None,
                 key: key.to_string(),
                 message,
             })
@@ -484,6 +543,7 @@ impl FinetuneConfig {
         }
         self.data.validate().map_err(|e| TrainError::Config {
             file: file.to_path_buf(),
+            line: None,
             key: "data".into(),
             message: e.to_string(),
         })?;
@@ -496,17 +556,32 @@ fn section<T: DeserializeOwned + Default>(
     name: &str,
     file: &Path,
 ) -> Result<T, TrainError> {
-    match table.get(name) {
-        None => Ok(T::default()),
-        Some(v) => v
-            .clone()
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError::Config {
-                file: file.to_path_buf(),
-                key: name.to_string(),
-                message: e.message().to_string(),
-            }),
-    }
+    let Some(v) = table.get(name) else {
+        return Ok(T::default());
+    };
+    v.clone().try_into().map_err(|e: toml::de::Error| {
+        // serde names only the section; every field has a default, so the first key that fails
+        // alone is the one at fault.
+        let defaults_ok = toml::Value::Table(toml::Table::new())
+            .try_into::<T>()
+            .is_ok();
+        let culprit = v.as_table().filter(|_| defaults_ok).and_then(|t| {
+            t.iter().find_map(|(k, v)| {
+                let alone = toml::Table::from_iter([(k.clone(), v.clone())]);
+                toml::Value::Table(alone)
+                    .try_into::<T>()
+                    .err()
+                    .map(|e| (format!("{name}.{k}"), e.message().to_string()))
+            })
+        });
+        let (key, message) = culprit.unwrap_or_else(|| (name.to_string(), e.message().to_string()));
+        TrainError::Config {
+            file: file.to_path_buf(),
+            line: None,
+            key,
+            message,
+        }
+    })
 }
 
 /// `key=value` or `section.key=value`; the value is TOML (`3`, `1e-4`, `true`, `"text"`), and a

@@ -10,9 +10,17 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}{}: {message}", file.display(), if key.is_empty() { String::new() } else { format!(": `{key}`") })]
+    #[error(
+        "{}{}{}: {message}",
+        file.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default(),
+        if key.is_empty() { String::new() } else { format!(": `{key}`") }
+    )]
     Config {
         file: PathBuf,
+        /// The line of `key` in `file`, where the file's text is at hand.
+        line: Option<usize>,
+        /// `section.key` (empty for the file as a whole).
         key: String,
         message: String,
     },
@@ -79,4 +87,24 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Other(String),
+}
+
+impl TrainError {
+    /// A config error given the line of its key in `text`, the file's contents.
+    pub fn at_line_in(self, text: &str) -> Self {
+        match self {
+            TrainError::Config {
+                file,
+                line: None,
+                key,
+                message,
+            } => TrainError::Config {
+                line: crate::config::line_of(text, &key),
+                file,
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
 }

@@ -40,6 +40,10 @@
 //! # Ok(()) }
 //! ```
 
+// No unwrap/expect on anything a user controls: library code returns errors. An `expect` on an
+// invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod adapter;
 pub mod checkpoint;
 pub mod config;

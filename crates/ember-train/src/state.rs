@@ -76,6 +76,7 @@ impl TrainerState {
         })?;
         serde_json::from_str(&text).map_err(|e| TrainError::Config {
             file: path,
+            line: None,
             key: String::new(),
             message: e.to_string(),
         })

@@ -61,7 +61,7 @@ impl<B: AutodiffBackend> Run<B> {
     /// Loads tokenizer, data, model and adapter as the config says.
     pub fn load(cfg: &FinetuneConfig, device: &B::Device) -> Result<Self, TrainError> {
         let model_dir = &cfg.model.model_name_or_path;
-        let tok = ember_data::Tokenizer::from_file(model_dir.join("tokenizer.json"))?;
+        let tok = ember_data::Tokenizer::from_file(ember_qwen3::tokenizer_file(model_dir)?)?;
         let data = ember_data::load_sft(&cfg.data, &tok)?;
         Self::with_data(cfg, data, device)
     }

@@ -166,6 +166,94 @@ fn impossible_values_are_refused_naming_the_key() {
     }
 }
 
+/// serde names only the section of a type error; the message names the key and, read from a
+/// file, its line.
+#[test]
+fn type_errors_name_the_key_and_its_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[train]\nlearning_rate = 1e-4\nper_device_train_batch_size = \"four\"\n",
+            "bad.toml:3: `train.per_device_train_batch_size`",
+            "expected usize",
+        ),
+        (
+            "[output]\nsave_steps = 10\n\n[train]\nresume_from_checkpoint = 5\n",
+            "bad.toml:5: `train.resume_from_checkpoint`",
+            "expected true, false or the path of a checkpoint-N directory",
+        ),
+        (
+            "[data]\ncutoff_len = -3\n",
+            "bad.toml:2: `data.cutoff_len`",
+            "-3",
+        ),
+        (
+            "[lora]\nlora_rank = 8.5\n",
+            "bad.toml:2: `lora.lora_rank`",
+            "8.5",
+        ),
+        (
+            "[train]\nseed = 1\n[eval]\neval_strategy = \"sometimes\"\n",
+            "bad.toml:4: `eval.eval_strategy`",
+            "sometimes",
+        ),
+        (
+            "[model]\nmodel_name_or_path = \"m\"\n[trian]\nseed = 1\n",
+            "bad.toml:3: `trian`",
+            "did you mean [train]?",
+        ),
+        (
+            "[train]\n\n\nlerning_rate = 1.0\n",
+            "bad.toml:4: `train.lerning_rate`",
+            "did you mean `learning_rate`?",
+        ),
+    ];
+    for (text, head, words) in cases {
+        let file = tmp.path().join("bad.toml");
+        std::fs::write(&file, text).expect("write");
+        let msg = FinetuneConfig::from_file(&file, &[])
+            .err()
+            .unwrap_or_else(|| panic!("{text:?} was accepted"))
+            .to_string();
+        assert!(msg.contains(head) && msg.contains(words), "{text:?}: {msg}");
+    }
+    // resume_from_checkpoint keeps both of its forms.
+    for (v, want) in [
+        ("true", ember_train::config::ResumeFrom::Latest(true)),
+        (
+            "\"out/checkpoint-2\"",
+            ember_train::config::ResumeFrom::Path("out/checkpoint-2".into()),
+        ),
+    ] {
+        let file = tmp.path().join("ok.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[model]\nmodel_name_or_path = \"m\"\n[data]\ndataset = \"d\"\n\
+                 [train]\nresume_from_checkpoint = {v}\n"
+            ),
+        )
+        .expect("write");
+        let cfg = FinetuneConfig::from_file(&file, &[]).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(cfg.train.resume_from_checkpoint, Some(want));
+    }
+}
+
+/// The model path is checked before the tokenizer inside it is looked for.
+#[test]
+fn a_missing_model_directory_is_reported_as_the_directory() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(&tmp.path().join("no-such-model"), &tmp.path().join("out"));
+    let msg = Run::<ember_backend::FlexBackend>::load(&cfg, &Default::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        msg.contains("no-such-model: not a Hugging Face model directory: no such directory"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn attention_and_loss_choices_are_validated_naming_the_key() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -1,10 +1,9 @@
-//! Shared by the parser fuzz tests of ember-data and ember-eval (included by `#[path]`): the case
-//! count, and inputs built from valid fixtures by byte-level and structure-aware mutations.
+//! Bounded fuzzing of the parsers of user files (each crate's `tests/fuzz.rs`), on proptest: the
+//! case count, and inputs built from valid fixtures by byte-level and structure-aware mutations.
 //!
-//! A failing case is shrunk and saved by proptest under the crate's `proptest-regressions/`, which
-//! is committed: every later run replays those inputs first.
-
-#![allow(dead_code)]
+//! A failing case is shrunk and saved by proptest beside its test
+//! (`tests/fuzz.proptest-regressions`), which is committed: every later run replays those inputs
+//! first.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -107,6 +106,17 @@ const TOKENS: &[&[u8]] = &[
     "(A)".as_bytes(),
     "True".as_bytes(),
     "원인".as_bytes(),
+    // TOML's own troublemakers.
+    b"=",
+    b"inf",
+    b"-inf",
+    b"nan",
+    b"'''",
+    b"[train]",
+    b"[[x]]",
+    b"{a = 1}",
+    b"a.b = 1",
+    b"1979-05-27",
 ];
 
 /// One byte-level edit; positions scale to the input's current length.
