@@ -126,7 +126,10 @@ fn first_line(stderr: &str) -> String {
         .unwrap_or("(no message)");
     let mut line = line.replace('|', "\\|");
     if line.len() > 300 {
-        let cut = (0..=300).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
         line.truncate(cut);
         line.push_str(" ...");
     }
@@ -182,8 +185,8 @@ fn run_case(case: &Case) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stderr = String::from_utf8_lossy(&std::fs::read(&stderr_path).unwrap_or_default())
-        .into_owned();
+    let stderr =
+        String::from_utf8_lossy(&std::fs::read(&stderr_path).unwrap_or_default()).into_owned();
     match status {
         None => problems.push(format!(
             "still running after {}s (killed)",
@@ -246,7 +249,11 @@ fn corpus_markdown(cases: &[Case], outcomes: &[Outcome]) -> String {
     for cat in categories {
         let n = cases.iter().filter(|c| c.category == cat).count();
         md.push_str(&format!("\n## {cat} ({n})\n\n"));
-        for (c, o) in cases.iter().zip(outcomes).filter(|(c, _)| c.category == cat) {
+        for (c, o) in cases
+            .iter()
+            .zip(outcomes)
+            .filter(|(c, _)| c.category == cat)
+        {
             let mark = if o.problems.is_empty() { "ok" } else { "FAIL" };
             let keep = if c.keep.is_empty() {
                 String::new()

@@ -11,7 +11,14 @@ use super::{Case, case};
 const FT: &[&str] = &["finetune", "--config", "bad.toml"];
 const DATA: &[&str] = &["data", "--config", "bad.toml"];
 const PLAN: &[&str] = &["plan", "--config", "bad.toml"];
-const GEN: &[&str] = &["generate", "--model", "qwen3-tiny", "--prompt", "hi", "--greedy"];
+const GEN: &[&str] = &[
+    "generate",
+    "--model",
+    "qwen3-tiny",
+    "--prompt",
+    "hi",
+    "--greedy",
+];
 const EVAL: &[&str] = &[
     "eval",
     "--model",
@@ -27,7 +34,9 @@ const EVAL: &[&str] = &[
 const RUN: &[&str] = &["run-out"];
 
 /// A constructor of this category's cases.
-fn cat(category: &'static str) -> impl Fn(&'static str, fn(&Path), &'static [&'static str], &'static [&'static str]) -> Case {
+fn cat(
+    category: &'static str,
+) -> impl Fn(&'static str, fn(&Path), &'static [&'static str], &'static [&'static str]) -> Case {
     move |name, setup, args, expect| case(category, name, setup, args, expect)
 }
 
@@ -52,6 +61,7 @@ pub fn all() -> Vec<Case> {
     v
 }
 
+#[rustfmt::skip]
 fn config_syntax() -> Vec<Case> {
     let c = cat("config TOML: syntax and the file");
     vec![
@@ -73,6 +83,7 @@ fn config_syntax() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn config_keys() -> Vec<Case> {
     let c = cat("config TOML: unknown section or key, key in the wrong section");
     vec![
@@ -100,6 +111,7 @@ fn config_keys() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn config_types() -> Vec<Case> {
     let c = cat("config TOML: type errors");
     vec![
@@ -136,6 +148,7 @@ fn config_types() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn config_values() -> Vec<Case> {
     let c = cat("config TOML: impossible values");
     vec![
@@ -182,6 +195,7 @@ fn config_values() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn config_conflicts() -> Vec<Case> {
     let c = cat("config TOML: conflicting keys");
     vec![
@@ -196,6 +210,7 @@ fn config_conflicts() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn config_overrides() -> Vec<Case> {
     let c = cat("config TOML: --set overrides");
     vec![
@@ -243,6 +258,7 @@ fn drop_added_token(d: &Path, content: &str) {
     });
 }
 
+#[rustfmt::skip]
 fn model_dirs() -> Vec<Case> {
     let c = cat("model directory");
     vec![
@@ -301,20 +317,36 @@ fn alpaca_row(d: &Path, f: impl FnOnce(&mut Value)) {
 }
 
 fn sharegpt(d: &Path, lines: &str) {
-    dataset(d, json!({"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "conversations"}}), "chat.jsonl", lines.as_bytes());
+    dataset(
+        d,
+        json!({"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "conversations"}}),
+        "chat.jsonl",
+        lines.as_bytes(),
+    );
 }
 
 fn openai(d: &Path, lines: &str) {
-    dataset(d, json!({"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}}), "chat.jsonl", lines.as_bytes());
+    dataset(
+        d,
+        json!({"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"}}),
+        "chat.jsonl",
+        lines.as_bytes(),
+    );
 }
 
 fn csv(d: &Path, text: &[u8]) {
-    dataset(d, json!({"file_name": "qa.csv", "columns": {"prompt": "Q", "response": "answer_col"}}), "qa.csv", text);
+    dataset(
+        d,
+        json!({"file_name": "qa.csv", "columns": {"prompt": "Q", "response": "answer_col"}}),
+        "qa.csv",
+        text,
+    );
 }
 
 const GOOD_LINE: &str = r#"{"conversations": [{"from": "human", "value": "안녕"}, {"from": "gpt", "value": "안녕하세요"}]}"#;
 
+#[rustfmt::skip]
 fn data_files() -> Vec<Case> {
     let c = cat("data files");
     vec![
@@ -344,7 +376,7 @@ fn data_files() -> Vec<Case> {
         c("file_empty", |d| rows(d, ""), FT, &["interview_ko.json"]),
         c("all_rows_invalid_skipped", |d| { set(d, "data", "skip_invalid = true"); write(d, "demo-data/interview_ko.json", "[{\"instruction\": 1}, {\"instruction\": 2}]"); }, FT, &["interview_ko"]),
         c("jsonl_bad_line", |d| sharegpt(d, &format!("{GOOD_LINE}\n{GOOD_LINE}\n{{\"conversations\": [\n{GOOD_LINE}\n")), FT, &["chat.jsonl", "line 3"]),
-        c("jsonl_not_utf8", |d| dataset(d, json!({"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "conversations"}}), "chat.jsonl", &[GOOD_LINE.as_bytes(), b"\n{\"conversations\": [{\"from\": \"human\", \"value\": \"\xff\xfe\"}]}\n", GOOD_LINE.as_bytes(), b"\n"].concat()), FT, &["chat.jsonl", "line 2"]),
+        c("jsonl_not_utf8", |d| dataset(d, json!({"file_name": "chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "conversations"}}), "chat.jsonl", &[GOOD_LINE.as_bytes(), &b"\n{\"conversations\": [{\"from\": \"human\", \"value\": \"\xff\xfe\"}, {\"from\": \"gpt\", \"value\": \"y\"}]}\n"[..], GOOD_LINE.as_bytes(), &b"\n"[..]].concat()), FT, &["chat.jsonl", "line 2"]),
         c("sharegpt_unknown_role", |d| sharegpt(d, &format!("{GOOD_LINE}\n{}\n", r#"{"conversations": [{"from": "robot", "value": "x"}, {"from": "gpt", "value": "y"}]}"#)), FT, &["chat.jsonl", "line 2", "from"]),
         c("sharegpt_value_number", |d| sharegpt(d, &format!("{}\n", r#"{"conversations": [{"from": "human", "value": 5}, {"from": "gpt", "value": "y"}]}"#)), FT, &["chat.jsonl", "line 1", "value"]),
         c("sharegpt_conversations_not_array", |d| sharegpt(d, "{\"conversations\": \"hello\"}\n"), FT, &["chat.jsonl", "line 1", "conversations"]),
@@ -382,6 +414,7 @@ fn with_run_set(d: &Path, lines: &[(&str, &str)]) {
 const RESUME: (&str, &str) = ("train", "resume_from_checkpoint = true");
 const NO_OVERWRITE: (&str, &str) = ("output", "overwrite_output_dir = false");
 
+#[rustfmt::skip]
 fn checkpoints() -> Vec<Case> {
     let c = cat("checkpoints, resume and overwriting");
     vec![
@@ -414,6 +447,7 @@ fn checkpoints() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn adapters() -> Vec<Case> {
     let c = cat("adapters");
     const GEN_AD: &[&str] = &["generate", "--model", "qwen3-tiny", "--adapter", "adapter", "--prompt", "hi", "--greedy"];
@@ -447,9 +481,12 @@ fn adapters() -> Vec<Case> {
 
 /// The adapter's config with only these target modules.
 fn adapter_config_only(d: &Path, targets: Value) {
-    json_edit(d, "adapter/adapter_config.json", |v| v["target_modules"] = targets);
+    json_edit(d, "adapter/adapter_config.json", |v| {
+        v["target_modules"] = targets
+    });
 }
 
+#[rustfmt::skip]
 fn eval() -> Vec<Case> {
     let c = cat("eval arguments and benchmark files");
     const E: fn(&Path) = eval_data;
@@ -476,6 +513,7 @@ fn eval() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn generate() -> Vec<Case> {
     let c = cat("generate arguments");
     let long: &'static str = Box::leak("가나다 ".repeat(600).into_boxed_str());
@@ -494,6 +532,7 @@ fn generate() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn plan() -> Vec<Case> {
     let c = cat("plan");
     vec![
@@ -508,6 +547,7 @@ fn plan() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn sweep() -> Vec<Case> {
     let c = cat("sweep");
     vec![
@@ -537,15 +577,16 @@ macro_rules! tiny_bench {
     };
 }
 
+#[rustfmt::skip]
 fn bench() -> Vec<Case> {
     let c = cat("bench");
     vec![
         c("case_unknown", base, &["bench", "--no-hf", "--cases", "nope"], &["nope"]),
         c("shape_unknown", base, &["bench", "--no-hf", "--cases", "gpu", "--shape", "nope"], &["--shape", "nope"]),
         c("steps_zero", base, tiny_bench!("--steps", "0"), &["--steps"]),
-        c("attention_unknown", base, tiny_bench!("--attention", "wrong"), &["attention", "wrong"]),
-        c("loss_unknown", base, tiny_bench!("--loss", "wrong"), &["loss", "wrong"]),
-        c("dtype_unknown", base, tiny_bench!("--dtype", "f16"), &["--dtype", "f16"]),
+        c("bench_attention_unknown", base, tiny_bench!("--attention", "wrong"), &["attention", "wrong"]),
+        c("bench_loss_unknown", base, tiny_bench!("--loss", "wrong"), &["loss", "wrong"]),
+        c("bench_dtype_unknown", base, tiny_bench!("--dtype", "f16"), &["--dtype", "f16"]),
         c("layers_zero", base, &["bench", "--no-hf", "--cases", "gpu", "--shape", "qwen3-0.6b", "--layers", "0", "--batch", "1", "--seq", "8"], &["layers"]),
         c("batch_zero", base, &["bench", "--no-hf", "--cases", "gpu", "--shape", "qwen3-0.6b", "--layers", "1", "--batch", "0", "--seq", "8"], &["--batch"]),
         c("seq_zero", base, &["bench", "--no-hf", "--cases", "gpu", "--shape", "qwen3-0.6b", "--layers", "1", "--batch", "1", "--seq", "0"], &["--seq"]),
@@ -556,6 +597,7 @@ fn bench() -> Vec<Case> {
     ]
 }
 
+#[rustfmt::skip]
 fn clap() -> Vec<Case> {
     let c = cat("command line (clap)");
     vec![

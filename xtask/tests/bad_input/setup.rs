@@ -34,7 +34,10 @@ pub fn prepare(top: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     let run = dir.join("run-out");
-    assert!(run.join("checkpoint-2").is_dir(), "no checkpoint-2 in {run:?}");
+    assert!(
+        run.join("checkpoint-2").is_dir(),
+        "no checkpoint-2 in {run:?}"
+    );
     PREVIOUS_RUN.set(run).expect("prepared once");
 }
 
@@ -73,7 +76,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// The model, the data and the config every case starts from.
 pub fn base(d: &Path) {
-    copy_dir(&root().join("fixtures/tiny/qwen3-tiny"), &d.join("qwen3-tiny"));
+    copy_dir(
+        &root().join("fixtures/tiny/qwen3-tiny"),
+        &d.join("qwen3-tiny"),
+    );
     let data = d.join("demo-data");
     std::fs::create_dir_all(&data).expect("mkdir");
     for f in ["dataset_info.json", "interview_ko.json"] {
