@@ -25,11 +25,13 @@ const EVAL: &[&str] = &[
 
 const RUN: &[&str] = &["run-out"];
 
+/// What a category's constructor takes: name, setup, arguments, expected substrings.
+type MakeCase =
+    dyn Fn(&'static str, fn(&Path), &'static [&'static str], &'static [&'static str]) -> Case;
+
 /// A constructor of this category's cases.
-fn cat(
-    category: &'static str,
-) -> impl Fn(&'static str, fn(&Path), &'static [&'static str], &'static [&'static str]) -> Case {
-    move |name, setup, args, expect| case(category, name, setup, args, expect)
+fn cat(category: &'static str) -> Box<MakeCase> {
+    Box::new(move |name, setup, args, expect| case(category, name, setup, args, expect))
 }
 
 pub fn all() -> Vec<Case> {
@@ -494,7 +496,7 @@ fn eval() -> Vec<Case> {
         c("fewshot_beyond_the_pool", E, &["eval", "--model", "qwen3-tiny", "--data-dir", "evaldata", "--tasks", "kobest_copa", "--num-fewshot", "1000", "--limit", "2"], &["kobest_copa", "train.tsv"]),
         c("output_is_a_file", E, &["eval", "--model", "qwen3-tiny", "--data-dir", "evaldata", "--tasks", "kobest_copa", "--limit", "2", "--output", "bad.toml"], &["bad.toml"]),
         c("copa_missing_column", |d| { eval_data(d); let t = read(d, "evaldata/kobest/COPA/test.tsv").replacen("Answer", "Antwort", 1); write(d, "evaldata/kobest/COPA/test.tsv", &t); }, EVAL, &["COPA", "test.tsv", "Answer"]),
-        c("copa_answer_not_a_number", |d| { eval_data(d); let t = read(d, "evaldata/kobest/COPA/test.tsv"); let mut lines: Vec<String> = t.lines().map(str::to_string).collect(); let l = &mut lines[2]; let cut = l.rfind('\t').expect("tab"); l.truncate(cut + 1); l.push_str("x"); write(d, "evaldata/kobest/COPA/test.tsv", &(lines.join("\n") + "\n")); }, EVAL, &["test.tsv", "2"]),
+        c("copa_answer_not_a_number", |d| { eval_data(d); let t = read(d, "evaldata/kobest/COPA/test.tsv"); let mut lines: Vec<String> = t.lines().map(str::to_string).collect(); let l = &mut lines[2]; let cut = l.rfind('\t').expect("tab"); l.truncate(cut + 1); l.push('x'); write(d, "evaldata/kobest/COPA/test.tsv", &(lines.join("\n") + "\n")); }, EVAL, &["test.tsv", "2"]),
         c("copa_header_only", |d| { eval_data(d); let t = read(d, "evaldata/kobest/COPA/test.tsv"); let h = t.lines().next().expect("header").to_string(); write(d, "evaldata/kobest/COPA/test.tsv", &(h + "\n")); }, EVAL, &["kobest_copa", "test.tsv"]),
         c("copa_not_utf8", |d| { eval_data(d); let mut b = std::fs::read(d.join("evaldata/kobest/COPA/test.tsv")).expect("read"); b.extend_from_slice(b"9\t\xff\xfe\t\xc3\t1\t2\t1\n"); write_bytes(d, "evaldata/kobest/COPA/test.tsv", &b); }, EVAL, &["test.tsv"]),
         c("kmmlu_answer_out_of_range", |d| { eval_data(d); let t = read(d, "evaldata/kmmlu/Math-test.csv").replacen(",3,1,2,3,4,", ",7,1,2,3,4,", 1); write(d, "evaldata/kmmlu/Math-test.csv", &t); }, &["eval", "--model", "qwen3-tiny", "--data-dir", "evaldata", "--tasks", "kmmlu_math", "--limit", "2"], &["Math-test.csv", "answer"]),
