@@ -123,6 +123,9 @@ impl DataArgs {
         if self.train_samples == Some(0) {
             return err("`train_samples` must be positive");
         }
+        if self.max_samples == Some(0) {
+            return err("`max_samples` must be positive (omit it to use every sample)");
+        }
         Ok(())
     }
 }

@@ -64,8 +64,10 @@ pub struct Planned {
 
 /// The model's `config.json`.
 pub fn model_config(cfg: &FinetuneConfig) -> Result<Qwen3Config, StudyError> {
+    let dir = &cfg.model.model_name_or_path;
+    ember_qwen3::check_model_dir(dir)?;
     Ok(Qwen3Config::from_file(
-        cfg.model.model_name_or_path.join("config.json"),
+        dir.join(ember_qwen3::pretrained::CONFIG_FILE),
     )?)
 }
 

@@ -105,7 +105,7 @@ impl<'de> Deserialize<'de> for ResumeFrom {
         impl serde::de::Visitor<'_> for Expect {
             type Value = ResumeFrom;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("true, false or the path of a checkpoint-N directory")
+                f.write_str("a boolean (true, false) or the path of a checkpoint-N directory")
             }
             fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<ResumeFrom, E> {
                 Ok(ResumeFrom::Latest(b))
@@ -357,9 +357,14 @@ impl FinetuneConfig {
         let secs = sections();
         for (name, value) in &table {
             let Some((_, keys)) = secs.iter().find(|(s, _)| s == name) else {
-                let hint = nearest(name, secs.iter().map(|(s, _)| *s))
-                    .map(|s| format!("; did you mean [{s}]?"))
-                    .unwrap_or_default();
+                // A key written before any section header says where it belongs.
+                let owner = secs.iter().find(|(_, ks)| ks.contains(&name.as_str()));
+                let hint = match owner {
+                    Some((s, _)) => format!("; `{name}` is a key of [{s}]: write it under [{s}]"),
+                    None => nearest(name, secs.iter().map(|(s, _)| *s))
+                        .map(|s| format!("; did you mean [{s}]?"))
+                        .unwrap_or_default(),
+                };
                 return Err(err(name, format!("unknown section [{name}]{hint}")));
             };
             let Some(inner) = value.as_table() else {
@@ -466,6 +471,19 @@ impl FinetuneConfig {
             return err(
                 "train.num_train_epochs",
                 format!("must be > 0 (or set max_steps), got {}", t.num_train_epochs),
+            );
+        }
+        // HF's TrainingArguments checks.
+        if !(0.0..=1.0).contains(&t.warmup_ratio) {
+            return err(
+                "train.warmup_ratio",
+                format!("must be in [0, 1], got {}", t.warmup_ratio),
+            );
+        }
+        if !(t.warmup_steps.is_finite() && t.warmup_steps >= 0.0) {
+            return err(
+                "train.warmup_steps",
+                format!("must be finite and >= 0, got {}", t.warmup_steps),
             );
         }
         if t.max_grad_norm.is_nan() || t.max_grad_norm < 0.0 {

@@ -180,7 +180,7 @@ fn type_errors_name_the_key_and_its_line() {
         (
             "[output]\nsave_steps = 10\n\n[train]\nresume_from_checkpoint = 5\n",
             "bad.toml:5: `train.resume_from_checkpoint`",
-            "expected true, false or the path of a checkpoint-N directory",
+            "expected a boolean (true, false) or the path of a checkpoint-N directory",
         ),
         (
             "[data]\ncutoff_len = -3\n",
