@@ -178,8 +178,7 @@ pub fn read_dataset_info(dataset_dir: &Path) -> Result<Option<BTreeMap<String, D
 pub fn parse_dataset_info(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, DatasetEntry>> {
     let bad = |m: String| DataError::DatasetInfo(format!("{}: {m}", path.display()));
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        let before = &bytes[..e.valid_up_to()];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let (line, _) = crate::source::line_column(bytes, e.valid_up_to());
         bad(format!("line {line}: not UTF-8 ({e})"))
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);

@@ -125,8 +125,9 @@ pub fn parse_json_rows(bytes: &[u8], json_ext: bool, file: Arc<PathBuf>) -> Resu
     read_json_array(text, file)
 }
 
-/// 1-based line and column (in bytes) of byte offset `at`.
-fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
+/// 1-based line and column (in bytes) of byte offset `at` of a file's contents: how every reader of
+/// user files reports a position.
+pub fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
     let before = &bytes[..at.min(bytes.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let column = before.len()

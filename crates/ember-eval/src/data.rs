@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::EvalError;
 use crate::tasks::{Kobest, Task, TaskKind};
+use ember_data::source::line_column;
 
 /// One evaluated or few-shot document, rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,17 +233,6 @@ pub fn parse_rows(task: &Task, path: &Path, bytes: &[u8]) -> Result<Vec<Row>, Ev
             .collect(),
         other => Err(bad_file(format!("unsupported file type `.{other}`"))),
     }
-}
-
-/// 1-based line and column (in bytes) of byte offset `at`.
-fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
-    let before = &bytes[..at.min(bytes.len())];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    (line, before.len() - line_start + 1)
 }
 
 fn json_row(v: &serde_json::Value) -> Result<Row, String> {

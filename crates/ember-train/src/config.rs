@@ -307,8 +307,9 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
             .find(|(k, _)| k.get_ref().as_ref() == name)
             .map(|(k, v)| (k.span(), v.get_ref()))
     }
-    let line =
-        |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = |span: std::ops::Range<usize>| {
+        ember_data::source::line_column(text.as_bytes(), span.start).0
+    };
     // A section alone: its header.
     let Some((section, key)) = key.split_once('.') else {
         return find(doc.get_ref(), key).map(|(span, _)| line(span));
