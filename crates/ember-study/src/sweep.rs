@@ -368,11 +368,8 @@ fn base_table(opts: &SweepOptions) -> Result<(toml::Table, PathBuf), StudyError>
                 opts.default_study
                     .config
                     .parse()
-                    .map_err(|e: toml::de::Error| ember_train::TrainError::Config {
-                        file: file.clone(),
-                        line: None,
-                        key: String::new(),
-                        message: e.to_string(),
+                    .map_err(|e: toml::de::Error| {
+                        ember_train::TrainError::config(file.clone(), "", e.to_string())
                     })?;
             root_paths(&mut table, &opts.default_study.root);
             Ok((table, file))

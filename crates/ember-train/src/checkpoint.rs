@@ -243,10 +243,5 @@ pub fn rotate(
 pub fn load_loop_state(dir: &Path) -> Result<LoopState, TrainError> {
     let path = dir.join(LOOP_STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Config {
-        file: path,
-        line: None,
-        key: String::new(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|e| TrainError::config(path, "", e.to_string()))
 }

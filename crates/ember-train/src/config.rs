@@ -323,12 +323,7 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
 
 fn parse_table(text: &str, path: &Path) -> Result<toml::Table, TrainError> {
     text.parse()
-        .map_err(|e: toml::de::Error| TrainError::Config {
-            file: path.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message: e.to_string(),
-        })
+        .map_err(|e: toml::de::Error| TrainError::config(path, "", e.to_string()))
 }
 
 impl FinetuneConfig {
@@ -346,12 +341,7 @@ impl FinetuneConfig {
         file: &Path,
         overrides: &[String],
     ) -> Result<Self, TrainError> {
-        let err = |key: &str, message: String| TrainError::Config {
-            file: file.to_path_buf(),
-            line: None,
-            key: key.to_string(),
-            message,
-        };
+        let err = |key: &str, message: String| TrainError::config(file, key, message);
         for ov in overrides {
             apply_override(&mut table, ov).map_err(|m| err(ov, m))?;
         }
@@ -418,14 +408,7 @@ impl FinetuneConfig {
 
     /// Impossible values, named by key.
     pub fn validate(&self, file: &Path) -> Result<(), TrainError> {
-        let err = |key: &str, message: String| {
-            Err(TrainError::Config {
-                file: file.to_path_buf(),
-                line: None,
-                key: key.to_string(),
-                message,
-            })
-        };
+        let err = |key: &str, message: String| Err(TrainError::config(file, key, message));
         if let Err(e) = self.model.attention_impl() {
             return err("model.attention", e.to_string());
         }
@@ -560,12 +543,9 @@ impl FinetuneConfig {
         if self.model.model_name_or_path.as_os_str().is_empty() {
             return err("model.model_name_or_path", "is required".into());
         }
-        self.data.validate().map_err(|e| TrainError::Config {
-            file: file.to_path_buf(),
-            line: None,
-            key: "data".into(),
-            message: e.to_string(),
-        })?;
+        self.data
+            .validate()
+            .map_err(|e| TrainError::config(file, "data", e.to_string()))?;
         Ok(())
     }
 }
@@ -594,12 +574,7 @@ fn section<T: DeserializeOwned + Default>(
             })
         });
         let (key, message) = culprit.unwrap_or_else(|| (name.to_string(), e.message().to_string()));
-        TrainError::Config {
-            file: file.to_path_buf(),
-            line: None,
-            key,
-            message,
-        }
+        TrainError::config(file, key, message)
     })
 }
 

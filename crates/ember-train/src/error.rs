@@ -90,6 +90,21 @@ pub enum TrainError {
 }
 
 impl TrainError {
+    /// A config error in `file` at `key` (`section.key`; empty for the file as a whole), without
+    /// its line: [`TrainError::at_line_in`] adds that where the file's text is at hand.
+    pub fn config(
+        file: impl Into<PathBuf>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        TrainError::Config {
+            file: file.into(),
+            line: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
     /// A config error given the line of its key in `text`, the file's contents.
     pub fn at_line_in(self, text: &str) -> Self {
         match self {

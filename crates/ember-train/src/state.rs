@@ -74,12 +74,7 @@ impl TrainerState {
             path: path.clone(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Config {
-            file: path,
-            line: None,
-            key: String::new(),
-            message: e.to_string(),
-        })
+        serde_json::from_str(&text).map_err(|e| TrainError::config(path, "", e.to_string()))
     }
 
     /// `(step, loss)` of the training-loss entries.
