@@ -273,40 +273,7 @@ fn corpus_markdown(cases: &[Case], outcomes: &[Outcome]) -> String {
 
 /// Findings of this corpus still open (issue 17): bad inputs accepted or poorly reported today.
 /// Each still fails its case (printed on stderr); fixing one means removing it here.
-const OPEN: &[&str] = &[
-    // Model directory: config.json's model_type not checked.
-    "config_model_type_llama",
-    // Data files: inline dataset_info type error; empty or all-invalid data reported as a val_size
-    // problem without the file; an alpaca history that is a string accepted.
-    "inline_dataset_info_wrong_type",
-    "alpaca_top_level_object",
-    "alpaca_history_wrong_type",
-    "json_empty_array",
-    "file_empty",
-    "all_rows_invalid_skipped",
-    // Adapters: layers past the model reported as an unexpected tensor.
-    "adapter_layers_past_the_model",
-    // Eval: nothing scored is exit 0.
-    "skip_missing_skips_everything",
-    "copa_header_only",
-    // Plan: tokens per sample past the context accepted.
-    "tokens_per_sample_past_the_context",
-    // Sweep: --jobs 0, --report-only without runs, --select-metric without --eval-tasks accepted.
-    "jobs_zero",
-    "report_only_without_runs",
-    "select_metric_without_eval_tasks",
-    // Bench: bad flags give exit 0 (a table of NaN, an error inside a row, a child's panic).
-    "steps_zero",
-    "bench_attention_unknown",
-    "bench_loss_unknown",
-    "bench_dtype_unknown",
-    "layers_zero",
-    "batch_zero",
-    "seq_zero",
-    "threads_zero",
-    "neither_side",
-    "python_missing",
-];
+const OPEN: &[&str] = &[];
 
 #[test]
 fn bad_input_corpus() {

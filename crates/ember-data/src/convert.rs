@@ -87,9 +87,22 @@ fn tools_col(row: &Json, col: &Option<String>) -> Res<String> {
 
 fn alpaca(attr: &DatasetAttr, row: &Json) -> Res<Conversation> {
     let mut messages = Vec::new();
-    if let Some(hcol) = &attr.history
-        && let Some(Json::Array(turns)) = row.get(hcol)
-    {
+    // LLaMA-Factory skips a history that is not a list (`isinstance(..., list)`); that silently
+    // trains without the earlier turns, so anything but a list or null is refused here.
+    let turns = match attr.history.as_ref().map(|c| (c, row.get(c))) {
+        None | Some((_, None | Some(Json::Null))) => None,
+        Some((hcol, Some(Json::Array(turns)))) => Some((hcol, turns)),
+        Some((hcol, Some(v))) => {
+            return Err(FieldError::new(
+                hcol,
+                format!(
+                    "expected a list of [prompt, response] pairs, found {}",
+                    v.kind()
+                ),
+            ));
+        }
+    };
+    if let Some((hcol, turns)) = turns {
         for (i, turn) in turns.iter().enumerate() {
             let field = format!("{hcol}[{i}]");
             let pair = match turn {

@@ -52,7 +52,11 @@ pub fn load_sft(args: &DataArgs, tok: &Tokenizer) -> Result<SftData> {
         let (eval_attrs, eval_rows) = read_datasets(args, &args.eval_dataset)?;
         (rows, eval_rows, eval_attrs)
     } else {
-        let (tr, ev) = split_rows(rows, args.val_size(), args.seed)?;
+        let (tr, ev) = split_rows(rows, args.val_size(), args.seed).map_err(|e| match e {
+            // The count in the message is the files' rows: name the files.
+            DataError::Config(m) => DataError::Config(format!("{m} (read from {})", files(&attrs))),
+            other => other,
+        })?;
         (tr, ev, attrs.clone())
     };
 
@@ -92,10 +96,9 @@ pub fn load_sft(args: &DataArgs, tok: &Tokenizer) -> Result<SftData> {
         train = take_nested(train, n, args.seed);
     }
     if train.is_empty() {
-        let files: Vec<String> = attrs.iter().map(|a| a.path.display().to_string()).collect();
         return Err(DataError::Empty(format!(
             "the train split is empty (read from {})",
-            files.join(", ")
+            files(&attrs)
         )));
     }
 
@@ -116,6 +119,12 @@ pub fn load_sft(args: &DataArgs, tok: &Tokenizer) -> Result<SftData> {
     })
 }
 
+/// The datasets' files, for a message about all of their rows.
+fn files(attrs: &[DatasetAttr]) -> String {
+    let files: Vec<String> = attrs.iter().map(|a| a.path.display().to_string()).collect();
+    files.join(", ")
+}
+
 /// The template `args` asks for, checked against the tokenizer.
 pub fn build_template(args: &DataArgs, tok: &Tokenizer) -> Result<Template> {
     let opts = TemplateOptions {
@@ -132,6 +141,12 @@ fn read_datasets(args: &DataArgs, names: &[String]) -> Result<(Vec<DatasetAttr>,
     let mut all = Vec::new();
     for (ai, attr) in attrs.iter().enumerate() {
         let mut rows = read_rows(&attr.path, &required_columns(attr))?;
+        if rows.is_empty() {
+            return Err(DataError::Empty(format!(
+                "{}: no rows (an empty file, or an empty JSON array)",
+                attr.path.display()
+            )));
+        }
         if let Some(k) = attr.num_samples {
             rows = sample_rows(rows, k, args.seed);
         }

@@ -101,6 +101,31 @@ fn alpaca_bad_history_names_the_turn() {
         r#"{"file_name": "x.json", "columns": {"prompt": "instruction", "response": "output", "history": "history"}}"#,
     );
     assert_eq!(one_row_error(&args).field, "history[1]");
+    // Not a list at all: LLaMA-Factory drops it silently; here it is the row's error.
+    let content = r#"[{"instruction": "a", "output": "b", "history": "q r"}]"#;
+    let (_dir, args) = dataset(
+        "x.json",
+        content,
+        r#"{"file_name": "x.json", "columns": {"prompt": "instruction", "response": "output", "history": "history"}}"#,
+    );
+    let e = one_row_error(&args);
+    assert_eq!(e.field, "history");
+    assert!(e.reason.contains("found a string"), "{e}");
+}
+
+#[test]
+fn an_empty_file_or_array_names_the_file() {
+    for content in ["", "[]", "\n\n"] {
+        let (_dir, args) = dataset("x.json", content, r#"{"file_name": "x.json"}"#);
+        let e = load_sft(&args, &small_tokenizer())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("x.json") && e.contains("no rows"),
+            "{content:?}: {e}"
+        );
+    }
 }
 
 #[test]

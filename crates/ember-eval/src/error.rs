@@ -42,6 +42,14 @@ pub enum EvalError {
         reason: String,
     },
 
+    /// A data file without documents: the task would score nothing (lm-eval fails on it too).
+    #[error("task {task}: {}: no documents in the file (only a header, or empty)", .path.display())]
+    NoDocuments { task: String, path: PathBuf },
+
+    /// With `--skip-missing`, every selected task was left out: there is nothing to score.
+    #[error("nothing to score: every task was skipped for missing data ({})", .skipped.join(", "))]
+    NothingToScore { skipped: Vec<String> },
+
     /// `row` is 1-based over data rows (the header of a CSV/TSV file is not counted; for JSONL it is
     /// the line number).
     #[error("task {task}: {}, row {row}: {reason}", .path.display())]

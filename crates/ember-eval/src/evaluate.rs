@@ -102,6 +102,12 @@ pub fn prepare(
             }
             Err(e) => return Err(e),
         };
+        if docs.is_empty() {
+            return Err(EvalError::NoDocuments {
+                task: task.name.clone(),
+                path,
+            });
+        }
         let docs: Vec<Doc> = docs
             .into_iter()
             .take(opts.limit.unwrap_or(usize::MAX))
@@ -127,6 +133,11 @@ pub fn prepare(
             task: task.clone(),
             path,
             docs,
+        });
+    }
+    if tasks.is_empty() {
+        return Err(EvalError::NothingToScore {
+            skipped: skipped.into_iter().map(|(name, _)| name).collect(),
         });
     }
     Ok(Prepared {

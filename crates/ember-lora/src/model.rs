@@ -72,6 +72,27 @@ pub struct ModelShape {
     pub output_layers: Vec<String>,
 }
 
+/// `layers_to_transform` must name layers the model has: PEFT would silently adapt fewer layers.
+pub(crate) fn check_layers<'a>(
+    selector: &TargetSelector,
+    paths: impl Iterator<Item = &'a str>,
+) -> Result<(), LoraError> {
+    let mut present: Vec<usize> = paths.filter_map(|p| selector.layer_index(p)).collect();
+    present.sort();
+    present.dedup();
+    let missing = selector.missing_layers(&present);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(LoraError::MissingLayers {
+        missing: format!("{missing:?}"),
+        present: match (present.first(), present.last()) {
+            (Some(a), Some(b)) => format!("layers {a} to {b}"),
+            _ => "no numbered layers".into(),
+        },
+    })
+}
+
 impl ModelShape {
     /// The paths of the linear layers `selector` adapts; an error when there are none.
     pub fn select(&self, selector: &TargetSelector) -> Result<Vec<&LinearShape>, LoraError> {
@@ -83,19 +104,7 @@ impl ModelShape {
                 available: self.leaf_names().join(", "),
             });
         }
-        let mut present: Vec<usize> = paths.filter_map(|p| selector.layer_index(p)).collect();
-        present.sort();
-        present.dedup();
-        let missing = selector.missing_layers(&present);
-        if !missing.is_empty() {
-            return Err(LoraError::MissingLayers {
-                missing: format!("{missing:?}"),
-                present: match (present.first(), present.last()) {
-                    (Some(a), Some(b)) => format!("layers {a} to {b}"),
-                    _ => "no numbered layers".into(),
-                },
-            });
-        }
+        check_layers(selector, paths)?;
         let chosen: Vec<&LinearShape> = self
             .linears
             .iter()

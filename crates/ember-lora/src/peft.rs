@@ -423,9 +423,15 @@ fn targeted<B: Backend, M: LoraModel<B>>(
         path: config_path.to_path_buf(),
         reason,
     })?;
+    let linears = model.lora_linears();
+    crate::model::check_layers(&selector, linears.iter().map(|(p, _)| p.as_str())).map_err(
+        |e| LoraError::AdapterConfig {
+            path: config_path.to_path_buf(),
+            reason: e.to_string(),
+        },
+    )?;
     let outputs = model.output_layers();
-    Ok(model
-        .lora_linears()
+    Ok(linears
         .into_iter()
         .filter(|(p, _)| selector.selects(p, &outputs))
         .map(|(p, l)| (p, l.dims()))

@@ -86,6 +86,32 @@ pub struct RopeParameters {
 /// RoPE variants whose math ember implements.
 pub const SUPPORTED_ROPE_TYPES: &[&str] = &["default", "linear"];
 
+/// The `model_type` of the one architecture this crate implements. A config without the key is
+/// taken as Qwen3 (hand-written and random-weight configs leave it out).
+pub const MODEL_TYPE: &str = "qwen3";
+
+/// Another architecture's config (`llama`, `qwen2`, `qwen3_moe`) would load with the wrong layers
+/// (no q/k norms, biases, experts) or fail later on a weight name: refuse it by its `model_type`.
+fn check_model_type(text: &str) -> Result<(), Qwen3Error> {
+    #[derive(Deserialize)]
+    struct Kind {
+        model_type: Option<serde_json::Value>,
+    }
+    let kind: Kind = serde_json::from_str(text).map_err(|source| Qwen3Error::ConfigJson {
+        path: "config.json".into(),
+        source,
+    })?;
+    match kind.model_type {
+        None => Ok(()),
+        Some(serde_json::Value::String(t)) if t == MODEL_TYPE => Ok(()),
+        Some(other) => Err(Qwen3Error::InvalidConfig {
+            path: "config.json".into(),
+            field: "model_type".into(),
+            reason: format!("{other} is not supported: ember implements `{MODEL_TYPE}` only"),
+        }),
+    }
+}
+
 /// HF `Qwen3Config` defaults, one place.
 mod d {
     pub fn vocab_size() -> usize {
@@ -170,6 +196,7 @@ impl Qwen3Config {
                 });
             }
         }
+        check_model_type(text)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -235,6 +235,19 @@ fn impossible_head_counts_are_rejected() {
 }
 
 #[test]
+fn another_architecture_is_refused_by_its_model_type() {
+    for other in ["llama", "qwen2", "qwen3_moe"] {
+        let m = config_error(|v| v["model_type"] = other.into());
+        assert!(
+            m.contains("config.json") && m.contains("model_type") && m.contains(other),
+            "{m}"
+        );
+    }
+    let m = config_error(|v| v["model_type"] = 3.into());
+    assert!(m.contains("model_type"), "{m}");
+}
+
+#[test]
 fn real_configs_parse() {
     // Qwen3-8B's config.json fields (REFERENCE.md), with the extra fields HF writes.
     let cfg = Qwen3Config::from_json_str(

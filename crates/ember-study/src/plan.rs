@@ -93,6 +93,22 @@ pub fn plan_data(
                 "--tokens-per-sample must be at least 2 (a supervised token needs one before it), got {t}"
             )));
         }
+        if let Some(t) = opts.tokens_per_sample {
+            // A real run cuts every sample at cutoff_len, so a longer one would plan a run that
+            // cannot happen.
+            if t > cfg.data.cutoff_len {
+                return Err(StudyError::Plan(format!(
+                    "--tokens-per-sample {t} is past data.cutoff_len = {}: the run cuts every sample there",
+                    cfg.data.cutoff_len
+                )));
+            }
+            if t > model_cfg.max_position_embeddings {
+                return Err(StudyError::Plan(format!(
+                    "--tokens-per-sample {t} is past the model's context (max_position_embeddings = {})",
+                    model_cfg.max_position_embeddings
+                )));
+            }
+        }
         let len = opts.tokens_per_sample.unwrap_or(cfg.data.cutoff_len).max(2);
         let data = synthetic_data(n, opts.eval_samples.unwrap_or(0), len, model_cfg.vocab_size);
         return Ok((

@@ -18,7 +18,7 @@ use ember_backend::{AutodiffBackend, BackendChoice, BackendOp};
 use ember_data::Batch;
 use ember_lora::{LoraConfig, TargetModules};
 use ember_optim::{AdamW, AdamWConfig, SchedulerArgs};
-use ember_qwen3::{AttentionImpl, Backprop, LossImpl, Qwen3Config, random_model};
+use ember_qwen3::{AttentionImpl, Backprop, LossChoice, LossImpl, Qwen3Config, random_model};
 use ember_train::trainer::compute_dtype;
 use ember_train::{StepProbe, StepSettings, Window, train_step};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,79 @@ pub struct SpeedOptions {
     /// Set in that process: measure the case this spec (JSON) describes and print its result.
     pub child_spec: Option<String>,
 }
+
+impl SpeedOptions {
+    /// Refuses options that would measure nothing or fail only inside a row of the table, naming
+    /// the flag: a bad value is an error before any case runs.
+    pub fn check(&self) -> Result<(), StudyError> {
+        let bad = |flag: &str, why: String| Err(StudyError::Bench(format!("{flag}: {why}")));
+        if self.no_hf && self.no_ember {
+            return bad(
+                "--no-hf with --no-ember",
+                "leaves neither side to measure".into(),
+            );
+        }
+        if self.steps == 0 {
+            return bad("--steps 0", "at least one timed step is needed".into());
+        }
+        if self.rss_steps == 0 && self.cases.iter().any(|c| c == "rss") {
+            return bad("--rss-steps 0", "at least one step is needed".into());
+        }
+        if self.threads == Some(0) {
+            return bad("--threads 0", "at least one thread is needed".into());
+        }
+        if let Some(&s) = self.rss_seq.iter().find(|&&s| s < MIN_SEQ) {
+            return bad(
+                &format!("--rss-seq {s}"),
+                format!("at least {MIN_SEQ} tokens (a supervised token needs one before it)"),
+            );
+        }
+        if self.layers == Some(0) {
+            return bad(
+                "--layers 0",
+                "the model needs at least one decoder layer".into(),
+            );
+        }
+        if self.batch == 0 {
+            return bad("--batch 0", "at least one sample per step is needed".into());
+        }
+        if self.seq < MIN_SEQ {
+            return bad(
+                &format!("--seq {}", self.seq),
+                format!("at least {MIN_SEQ} tokens (a supervised token needs one before it)"),
+            );
+        }
+        if !self.no_ember {
+            if let Err(e) = self.attention.parse::<AttentionImpl>() {
+                return bad("--attention", e.to_string());
+            }
+            if let Err(e) = self.loss.parse::<LossChoice>() {
+                return bad("--loss", e.to_string());
+            }
+        }
+        if !DTYPES.contains(&self.dtype.as_str()) {
+            return bad(
+                &format!("--dtype {}", self.dtype),
+                format!("expected one of {}", DTYPES.join(", ")),
+            );
+        }
+        if let (false, Some(py)) = (self.no_hf, &self.python) {
+            // Spawned once here so that a wrong path is one clear error, not a failed row per case.
+            if let Err(e) = Command::new(py).arg("-c").arg("").output() {
+                return bad(
+                    &format!("--python {}", py.display()),
+                    format!("cannot run it: {e}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The base weight dtypes `--dtype` takes.
+const DTYPES: &[&str] = &["f32", "bf16"];
+/// The shortest sequence with a supervised token.
+const MIN_SEQ: usize = 2;
 
 /// The program and leading arguments that, followed by a case's JSON spec, run [`run`] with
 /// `child_spec` set (xtask: itself with `bench --child`).
@@ -695,6 +768,8 @@ fn result_json(r: &Result<Value, StudyError>) -> Value {
 }
 
 fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
+    opts.check()?;
+    let cases = cases(opts)?;
     let threads = opts
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -740,7 +815,8 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
         "RSS e/HF"
     );
     let mut all = Vec::new();
-    for case in cases(opts)? {
+    let mut failed = Vec::new();
+    for case in cases {
         let ember = (!opts.no_ember).then(|| run_ember(opts, &case, threads));
         let hf = py.as_ref().map(|p| run_hf(opts, p, &case, threads));
         let ratios = match (&ember, &hf) {
@@ -755,6 +831,11 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
         }
         if let Some(h) = &hf {
             print_row(&case, "hf", h, None, peak_tflops);
+        }
+        for (side, r) in [("ember", &ember), ("hf", &hf)] {
+            if let Some(Err(e)) = r {
+                failed.push(format!("{} ({side}): {e}", case.name));
+            }
         }
         all.push(json!({
             "case": case.name, "batch": case.batch, "seq": case.seq, "config": case.config,
@@ -771,5 +852,13 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
         });
         crate::error::write_json(path, &doc)?;
     }
-    Ok(())
+    // The table is printed (and the JSON written) first, so that every finished row is kept.
+    match failed.as_slice() {
+        [] => Ok(()),
+        rows => Err(StudyError::Bench(format!(
+            "{} measurement(s) failed:\n  {}",
+            rows.len(),
+            rows.join("\n  ")
+        ))),
+    }
 }

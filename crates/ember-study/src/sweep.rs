@@ -240,6 +240,7 @@ pub struct SweepOptions {
 /// Trains the selected runs of the grid (or prints their commands), scores checkpoints when asked,
 /// writes the report and prints its summary; runs that failed are an error after the report.
 pub fn run_sweep(opts: &SweepOptions) -> Result<(), StudyError> {
+    opts.check()?;
     let (table, file) = base_table(opts)?;
     let grid_specs: Vec<String> =
         if opts.grid.is_empty() && opts.config.is_none() && !opts.report_only {
@@ -288,6 +289,12 @@ pub fn run_sweep(opts: &SweepOptions) -> Result<(), StudyError> {
     let (finished, unfinished): (Vec<PathBuf>, Vec<PathBuf>) = dirs
         .into_iter()
         .partition(|d| status(d) == RunStatus::Finished);
+    if opts.report_only && finished.is_empty() {
+        return Err(StudyError::Options(format!(
+            "--report-only: no finished run under {} to report on (runs/<name>/ of an earlier sweep)",
+            out.join("runs").display()
+        )));
+    }
     let unfinished: Vec<String> = unfinished
         .iter()
         .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -325,6 +332,9 @@ pub fn run_sweep(opts: &SweepOptions) -> Result<(), StudyError> {
         .iter()
         .map(|d| RunRecord::load(d, opts.patience))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(metric) = &opts.select_metric {
+        check_metric(metric, &records)?;
+    }
     let grid = if grid.axes.is_empty() {
         Grid::from_run_files(&finished)
     } else {
@@ -356,6 +366,50 @@ pub fn run_sweep(opts: &SweepOptions) -> Result<(), StudyError> {
     } else {
         Err(StudyError::RunsFailed(failures))
     }
+}
+
+impl SweepOptions {
+    /// Refuses options that contradict each other, naming the flag, before anything is trained.
+    pub fn check(&self) -> Result<(), StudyError> {
+        if self.jobs == 0 {
+            return Err(StudyError::Options(
+                "--jobs 0: at least one run at a time".into(),
+            ));
+        }
+        if let (Some(m), true, false) = (
+            &self.select_metric,
+            self.eval_tasks.is_empty(),
+            self.report_only,
+        ) {
+            return Err(StudyError::Options(format!(
+                "--select-metric {m} ranks checkpoints by a benchmark score: it needs --eval-tasks (and --data-dir) to score them"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `--select-metric`'s column must be among the runs' benchmark scores: otherwise no checkpoint
+/// would be recommended and the report would not say why.
+fn check_metric(metric: &str, records: &[RunRecord]) -> Result<(), StudyError> {
+    let mut columns: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.benchmarks.as_ref())
+        .flat_map(|t| t.header())
+        .collect();
+    if columns.iter().any(|c| c == metric) {
+        return Ok(());
+    }
+    columns.sort();
+    columns.dedup();
+    Err(StudyError::Options(format!(
+        "--select-metric {metric}: no run has this benchmark column ({})",
+        if columns.is_empty() {
+            "no run was scored: pass --eval-tasks".to_string()
+        } else {
+            format!("columns: {}", columns.join(", "))
+        }
+    )))
 }
 
 /// The sweep's base config table and its name, with the default study's paths made absolute.

@@ -358,3 +358,34 @@ fn planning_with_too_few_tokens_per_sample_is_refused() {
         );
     }
 }
+
+#[test]
+fn planning_past_cutoff_len_or_the_context_is_refused() {
+    let cfg = config("fixtures/study/qwen3-8b.toml", &[]);
+    let msg = |cfg: &FinetuneConfig, t: usize| {
+        let opts = PlanOptions {
+            samples: Some(10),
+            tokens_per_sample: Some(t),
+            runtime_bytes: Some(0),
+            ..Default::default()
+        };
+        plan(cfg, &opts)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let err = msg(&cfg, 10_001);
+    assert!(
+        err.contains("--tokens-per-sample 10001") && err.contains("cutoff_len = 10000"),
+        "{err}"
+    );
+    assert_eq!(msg(&cfg, 10_000), "", "cutoff_len itself is a valid length");
+    // cutoff_len past the model's 40,960 positions: the context is the limit.
+    let long = config("fixtures/study/qwen3-8b.toml", &["data.cutoff_len=50000"]);
+    let err = msg(&long, 45_000);
+    assert!(
+        err.contains("--tokens-per-sample 45000")
+            && err.contains("max_position_embeddings = 40960"),
+        "{err}"
+    );
+}

@@ -310,15 +310,16 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
     let line = |span: std::ops::Range<usize>| {
         ember_data::source::line_column(text.as_bytes(), span.start).0
     };
-    // A section alone: its header.
-    let Some((section, key)) = key.split_once('.') else {
-        return find(doc.get_ref(), key).map(|(span, _)| line(span));
-    };
-    let (_, sec) = find(doc.get_ref(), section)?;
-    let DeValue::Table(sec) = sec else {
-        return None;
-    };
-    find(sec, key).map(|(span, _)| line(span))
+    // Down the dotted path; a table alone is its header's line.
+    let mut parts = key.split('.');
+    let (mut span, mut value) = find(doc.get_ref(), parts.next()?)?;
+    for part in parts {
+        let DeValue::Table(t) = value else {
+            return None;
+        };
+        (span, value) = find(t, part)?;
+    }
+    Some(line(span))
 }
 
 fn parse_table(text: &str, path: &Path) -> Result<toml::Table, TrainError> {
@@ -564,17 +565,34 @@ fn section<T: DeserializeOwned + Default>(
         let defaults_ok = toml::Value::Table(toml::Table::new())
             .try_into::<T>()
             .is_ok();
-        let culprit = v.as_table().filter(|_| defaults_ok).and_then(|t| {
-            t.iter().find_map(|(k, v)| {
-                let alone = toml::Table::from_iter([(k.clone(), v.clone())]);
-                toml::Value::Table(alone)
-                    .try_into::<T>()
-                    .err()
-                    .map(|e| (format!("{name}.{k}"), e.message().to_string()))
-            })
-        });
+        let culprit = v
+            .as_table()
+            .filter(|_| defaults_ok)
+            .and_then(|t| culprit::<T>(name, t, &toml::Value::Table));
         let (key, message) = culprit.unwrap_or_else(|| (name.to_string(), e.message().to_string()));
         TrainError::config(file, key, message)
+    })
+}
+
+/// The deepest key under `table` (at dotted `path`) whose value alone fails to deserialize as `T`
+/// once `rebuild` puts it back where it was, and serde's message for it. It descends into a
+/// nested table (an inline `dataset_info` entry) only when that table may be empty, so that a
+/// missing required key is never blamed on a sibling.
+fn culprit<T: DeserializeOwned>(
+    path: &str,
+    table: &toml::Table,
+    rebuild: &dyn Fn(toml::Table) -> toml::Value,
+) -> Option<(String, String)> {
+    table.iter().find_map(|(k, v)| {
+        let at = |inner: toml::Table| rebuild(toml::Table::from_iter([(k.clone(), inner.into())]));
+        let alone = rebuild(toml::Table::from_iter([(k.clone(), v.clone())]));
+        let e = alone.try_into::<T>().err()?;
+        let key = format!("{path}.{k}");
+        let deeper = v
+            .as_table()
+            .filter(|_| at(toml::Table::new()).try_into::<T>().is_ok())
+            .and_then(|inner| culprit::<T>(&key, inner, &at));
+        Some(deeper.unwrap_or_else(|| (key, e.message().to_string())))
     })
 }
 

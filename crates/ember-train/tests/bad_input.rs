@@ -207,6 +207,17 @@ fn type_errors_name_the_key_and_its_line() {
             "bad.toml:4: `train.lerning_rate`",
             "did you mean `learning_rate`?",
         ),
+        (
+            // An inline dataset_info entry: the key inside the entry, at its own line.
+            "[data]\ndataset = \"d\"\n[data.dataset_info.d]\nformatting = \"alpaca\"\nfile_name = 5\n",
+            "bad.toml:5: `data.dataset_info.d.file_name`",
+            "expected a string",
+        ),
+        (
+            "[data.dataset_info.d.columns]\nprompt = \"p\"\nresponse = []\n",
+            "bad.toml:3: `data.dataset_info.d.columns.response`",
+            "expected a string",
+        ),
     ];
     for (text, head, words) in cases {
         let file = tmp.path().join("bad.toml");
