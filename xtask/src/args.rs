@@ -38,7 +38,7 @@ impl ConfigArgs {
 /// The compute backend.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// flex | tch | tch-cuda:N | cuda:N
+    /// flex | tch | tch-cuda:N | cuda:N | wgpu | wgpu:N
     #[arg(long, default_value_t = BackendChoice::default_compiled())]
     pub backend: BackendChoice,
 }

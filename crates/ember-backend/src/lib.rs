@@ -19,6 +19,8 @@
 //! | `tch`         | `Autodiff<LibTorch>` on the CPU     | `TchBackend`   | `tch`         |
 //! | `tch-cuda:N`  | `Autodiff<LibTorch>` on CUDA GPU N  | `TchBackend`   | `tch`         |
 //! | `cuda:N`      | `Autodiff<Cuda>` (CubeCL) on GPU N  | `CudaBackend`  | `cuda`        |
+//! | `wgpu`        | `Autodiff<Wgpu>` (CubeCL, Vulkan) on the default adapter | `WgpuBackend` | `wgpu` |
+//! | `wgpu:N`      | `Autodiff<Wgpu>` on discrete GPU N  | `WgpuBackend`  | `wgpu`        |
 //!
 //! # Adding a backend
 //!
@@ -43,7 +45,7 @@ pub use burn::tensor::backend::{AutodiffBackend, Backend};
 /// Errors from choosing a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend `{0}`: expected one of flex, tch, tch-cuda:N, cuda:N")]
+    #[error("unknown backend `{0}`: expected one of flex, tch, tch-cuda:N, cuda:N, wgpu, wgpu:N")]
     Unknown(String),
     #[error(
         "backend `{name}` needs the cargo feature `{feature}`; rebuild with `--features {feature}`"
@@ -58,6 +60,9 @@ pub enum BackendChoice {
     TchCpu,
     TchCuda(usize),
     Cuda(usize),
+    /// CubeCL on Vulkan: `None` is wgpu's default adapter (lavapipe on a machine without a GPU),
+    /// `Some(n)` discrete GPU `n`.
+    Wgpu(Option<usize>),
 }
 
 impl BackendChoice {
@@ -83,6 +88,8 @@ impl fmt::Display for BackendChoice {
             BackendChoice::TchCpu => write!(f, "tch"),
             BackendChoice::TchCuda(i) => write!(f, "tch-cuda:{i}"),
             BackendChoice::Cuda(i) => write!(f, "cuda:{i}"),
+            BackendChoice::Wgpu(None) => write!(f, "wgpu"),
+            BackendChoice::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
         }
     }
 }
@@ -101,11 +108,14 @@ impl FromStr for BackendChoice {
             "tch" | "tch-cpu" => Ok(BackendChoice::TchCpu),
             "tch-cuda" => Ok(BackendChoice::TchCuda(0)),
             "cuda" => Ok(BackendChoice::Cuda(0)),
+            "wgpu" => Ok(BackendChoice::Wgpu(None)),
             _ => {
                 if let Some(rest) = s.strip_prefix("tch-cuda:") {
                     Ok(BackendChoice::TchCuda(index(rest)?))
                 } else if let Some(rest) = s.strip_prefix("cuda:") {
                     Ok(BackendChoice::Cuda(index(rest)?))
+                } else if let Some(rest) = s.strip_prefix("wgpu:") {
+                    Ok(BackendChoice::Wgpu(Some(index(rest)?)))
                 } else {
                     Err(BackendError::Unknown(s.to_string()))
                 }
@@ -214,6 +224,13 @@ backends! {
     "cuda" => CudaBackend = Autodiff<burn::backend::Cuda<f32, i32>> {
         gpu Cuda(i) => burn::backend::cuda::CudaDevice::new(i),
     }
+    /// CubeCL on Vulkan (SPIR-V), without fusion as cuda.
+    "wgpu" => WgpuBackend = Autodiff<burn::backend::Wgpu<f32, i32>> {
+        gpu Wgpu(i) => match i {
+            None => burn::backend::wgpu::WgpuDevice::DefaultDevice,
+            Some(n) => burn::backend::wgpu::WgpuDevice::DiscreteGpu(n),
+        },
+    }
 }
 
 /// Generic code that needs `B` as the concrete `Autodiff<I>` (a custom autodiff op), given to
@@ -317,7 +334,15 @@ mod tests {
             "cuda:1".parse::<BackendChoice>().ok(),
             Some(BackendChoice::Cuda(1))
         );
-        for bad in ["gpu", "cuda:x", "tch-cuda:", ""] {
+        assert_eq!(
+            "wgpu".parse::<BackendChoice>().ok(),
+            Some(BackendChoice::Wgpu(None))
+        );
+        assert_eq!(
+            "wgpu:2".parse::<BackendChoice>().ok(),
+            Some(BackendChoice::Wgpu(Some(2)))
+        );
+        for bad in ["gpu", "cuda:x", "tch-cuda:", "wgpu:", "wgpu:a", ""] {
             assert!(
                 bad.parse::<BackendChoice>().is_err(),
                 "{bad} should be rejected"
@@ -332,6 +357,8 @@ mod tests {
             BackendChoice::TchCpu,
             BackendChoice::TchCuda(2),
             BackendChoice::Cuda(0),
+            BackendChoice::Wgpu(None),
+            BackendChoice::Wgpu(Some(1)),
         ] {
             assert_eq!(b.to_string().parse::<BackendChoice>().ok(), Some(b));
         }

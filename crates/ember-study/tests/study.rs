@@ -104,7 +104,7 @@ fn plan_equals_the_real_run() {
     on_every_backend!(plan_equals_the_real_run_on);
 }
 
-fn plan_equals_the_real_run_on<B: AutodiffBackend>() {
+fn plan_equals_the_real_run_on<B: AutodiffBackend>(device: B::Device) {
     let cfg = config(
         "fixtures/study/finetune.toml",
         &[SMALL, &["train_samples=12"]].concat(),
@@ -114,7 +114,7 @@ fn plan_equals_the_real_run_on<B: AutodiffBackend>() {
     cfg.output.output_dir = out.path().join("run");
     let planned = plan(&cfg, &PlanOptions::default()).unwrap();
     let p = planned.plan;
-    let run = Run::<B>::load(&cfg, &Default::default()).unwrap();
+    let run = Run::<B>::load(&cfg, &device).unwrap();
     let real = run.banner().unwrap();
     assert_eq!(p.banner.train_samples, 12);
     assert_eq!(p.banner.eval_samples, 16);
@@ -174,7 +174,7 @@ fn approx(a: f64, b: f64) -> bool {
 
 #[test]
 fn interrupted_sweep_resumes_and_report_matches_trainer_state() {
-    fn body<B: AutodiffBackend>() {
+    fn body<B: AutodiffBackend>(_device: B::Device) {
         interrupted_sweep_on::<B>().unwrap_or_else(|e| panic!("{e}"));
     }
     on_every_backend!(body);

@@ -2,7 +2,8 @@
 //!
 //! A skip is a line on stderr with its reason. Where the run says it has the thing, the skip is a
 //! failure instead: under `CI=true` for everything, and elsewhere for what `EMBER_REQUIRE` lists
-//! (comma-separated: `python`, `shared`; `.ci/run` sets it for what it installs or finds).
+//! (comma-separated: `python`, `shared`, `wgpu` (a Vulkan adapter and a build with the `wgpu`
+//! feature; `scripts/ci-wgpu.sh` sets it); `.ci/run` sets it for what it installs or finds).
 
 use std::fmt::Display;
 use std::io::Write;
@@ -15,7 +16,7 @@ pub fn note(msg: impl Display) {
     let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }
 
-/// Whether this run must have `what` (`python`, `shared`): see the module docs.
+/// Whether this run must have `what` (`python`, `shared`, `wgpu`): see the module docs.
 pub fn required(what: &str) -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     ci || std::env::var("EMBER_REQUIRE").is_ok_and(|list| list.split(',').any(|w| w.trim() == what))

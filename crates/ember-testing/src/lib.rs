@@ -11,6 +11,6 @@ pub mod close;
 pub mod env;
 pub mod fuzz;
 
-pub use backends::{assert_backend_coverage, for_each_backend};
+pub use backends::{Needs, assert_backend_coverage, for_each_backend, for_each_backend_with};
 pub use close::{assert_finite, l2_diff, max_abs, max_abs_diff, max_rel_diff, rel};
 pub use env::{fixture_python, note, shared_dir, skip_or_fail};

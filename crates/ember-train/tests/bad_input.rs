@@ -48,11 +48,11 @@ fn token_ids_past_the_vocabulary_are_refused_before_training() {
     on_every_backend!(token_ids_past_the_vocabulary_on);
 }
 
-fn token_ids_past_the_vocabulary_on<B: AutodiffBackend>() {
+fn token_ids_past_the_vocabulary_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tmp");
     let model = model_with_foreign_tokenizer(tmp.path());
     let out = tmp.path().join("out");
-    let err = Run::<B>::load(&config(&model, &out), &Default::default())
+    let err = Run::<B>::load(&config(&model, &out), &device)
         .err()
         .expect("refused");
     assert!(
@@ -295,18 +295,18 @@ fn attention_and_loss_from_the_config_reach_the_model() {
     on_every_backend!(config_choices_reach_the_model_on);
 }
 
-fn config_choices_reach_the_model_on<B: AutodiffBackend>() {
+fn config_choices_reach_the_model_on<B: AutodiffBackend>(device: B::Device) {
     use ember_qwen3::{AttentionImpl, LossImpl};
     let tmp = tempfile::tempdir().expect("tmp");
     let model = root().join("fixtures/tiny/qwen3-tiny");
     let mut cfg = config(&model, &tmp.path().join("out"));
-    let run = Run::<B>::load(&cfg, &Default::default()).expect("defaults");
+    let run = Run::<B>::load(&cfg, &device).expect("defaults");
     assert_eq!(run.model.attention_impl(), AttentionImpl::default());
     let default_loss = LossImpl::chunked_for_vocab(run.model_cfg.vocab_size);
     assert_eq!(run.model.loss_impl, default_loss);
     cfg.model.attention = Some("plain".into());
     cfg.model.loss = Some("chunked:7".into());
-    let run = Run::<B>::load(&cfg, &Default::default()).expect("chosen");
+    let run = Run::<B>::load(&cfg, &device).expect("chosen");
     assert_eq!(run.model.attention_impl(), AttentionImpl::Plain);
     assert_eq!(run.model.loss_impl, LossImpl::Chunked { tokens: 7 });
 }
@@ -316,15 +316,13 @@ fn data_that_cannot_train_or_evaluate_as_configured_is_refused() {
     on_every_backend!(untrainable_data_on);
 }
 
-fn untrainable_data_on<B: AutodiffBackend>() {
+fn untrainable_data_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tmp");
     let model = root().join("fixtures/tiny/qwen3-tiny");
     // cutoff_len = 1: the prompt takes the one token, no response token is left to learn.
     let mut cfg = config(&model, &tmp.path().join("a"));
     cfg.data.cutoff_len = 1;
-    let err = Run::<B>::load(&cfg, &Default::default())
-        .err()
-        .expect("refused");
+    let err = Run::<B>::load(&cfg, &device).err().expect("refused");
     assert!(
         matches!(err, TrainError::NothingSupervised { cutoff_len: 1, .. }),
         "{err}"
@@ -336,9 +334,7 @@ fn untrainable_data_on<B: AutodiffBackend>() {
     cfg.data.val_size = 0.0;
     cfg.eval.eval_strategy = ember_train::config::Strategy::Steps;
     cfg.eval.eval_steps = Some(1);
-    let err = Run::<B>::load(&cfg, &Default::default())
-        .err()
-        .expect("refused");
+    let err = Run::<B>::load(&cfg, &device).err().expect("refused");
     assert!(
         err.to_string().contains("eval.eval_strategy = \"steps\"")
             && err.to_string().contains("no evaluation data"),

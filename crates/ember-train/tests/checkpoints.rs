@@ -62,8 +62,11 @@ save_steps = 2
     .expect("config")
 }
 
-fn train<B: AutodiffBackend>(cfg: &FinetuneConfig) -> Result<ember_train::RunOutput, TrainError> {
-    Run::<B>::load(cfg, &Default::default())?.train(&mut Silent)
+fn train<B: AutodiffBackend>(
+    device: &B::Device,
+    cfg: &FinetuneConfig,
+) -> Result<ember_train::RunOutput, TrainError> {
+    Run::<B>::load(cfg, device)?.train(&mut Silent)
 }
 
 fn adapter(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -119,10 +122,10 @@ fn resumed_run_equals_uninterrupted_run() {
     on_every_backend!(resumed_run_equals_uninterrupted_run_on);
 }
 
-fn resumed_run_equals_uninterrupted_run_on<B: AutodiffBackend>() {
+fn resumed_run_equals_uninterrupted_run_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let full = train::<B>(&config(&a, &[])).expect("uninterrupted run");
+    let full = train::<B>(&device, &config(&a, &[])).expect("uninterrupted run");
     assert_eq!(
         checkpoints(&a),
         [
@@ -133,11 +136,11 @@ fn resumed_run_equals_uninterrupted_run_on<B: AutodiffBackend>() {
             "checkpoint-9"
         ]
     );
-    train::<B>(&config(&b, &[])).expect("second run");
+    train::<B>(&device, &config(&b, &[])).expect("second run");
     for k in [2, 6] {
         cut_back_to(&b, k);
-        let resumed =
-            train::<B>(&config(&b, &["resume_from_checkpoint=true"])).expect("resumed run");
+        let resumed = train::<B>(&device, &config(&b, &["resume_from_checkpoint=true"]))
+            .expect("resumed run");
         assert_eq!(
             adapter(&a),
             adapter(&b),
@@ -164,10 +167,10 @@ fn resumed_run_equals_uninterrupted_run_on<B: AutodiffBackend>() {
     cut_back_to(&b, 4);
     let ck = b.join("checkpoint-4");
     let ck_arg = format!("resume_from_checkpoint=\"{}\"", ck.display());
-    train::<B>(&config(&b, &[&ck_arg])).expect("resume from a path");
+    train::<B>(&device, &config(&b, &[&ck_arg])).expect("resume from a path");
     assert_eq!(adapter(&a), adapter(&b));
     std::fs::remove_file(ck.join("optimizer.safetensors")).expect("break the checkpoint");
-    let err = train::<B>(&config(&b, &[&ck_arg]))
+    let err = train::<B>(&device, &config(&b, &[&ck_arg]))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -182,19 +185,24 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
     on_every_backend!(a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on);
 }
 
-fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on<B: AutodiffBackend>() {
+fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on<B: AutodiffBackend>(
+    device: B::Device,
+) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
-    train::<B>(&config(&out, &["num_train_epochs=1"])).expect("run");
+    train::<B>(&device, &config(&out, &["num_train_epochs=1"])).expect("run");
     let before = adapter(&out);
-    let err = train::<B>(&config(
-        &out,
-        &[
-            "num_train_epochs=1",
-            "resume_from_checkpoint=true",
-            "lora_rank=8",
-        ],
-    ))
+    let err = train::<B>(
+        &device,
+        &config(
+            &out,
+            &[
+                "num_train_epochs=1",
+                "resume_from_checkpoint=true",
+                "lora_rank=8",
+            ],
+        ),
+    )
     .err()
     .map(|e| e.to_string())
     .unwrap_or_default();
@@ -202,7 +210,7 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on<B: Autod
         err.contains("different run") && err.contains("lora_rank: checkpoint 4 -> now 8"),
         "{err}"
     );
-    let err = train::<B>(&config(&out, &["num_train_epochs=1"]))
+    let err = train::<B>(&device, &config(&out, &["num_train_epochs=1"]))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -216,19 +224,19 @@ fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on<B: Autod
         "a refused run must not touch the previous outputs"
     );
     // Starting over removes the old run's checkpoints, so a later resume cannot pick them up.
-    train::<B>(&config(
-        &out,
-        &["num_train_epochs=3", "overwrite_output_dir=true"],
-    ))
+    train::<B>(
+        &device,
+        &config(&out, &["num_train_epochs=3", "overwrite_output_dir=true"]),
+    )
     .expect("explicit overwrite");
     assert_eq!(
         checkpoints(&out).last().map(String::as_str),
         Some("checkpoint-9")
     );
-    train::<B>(&config(
-        &out,
-        &["num_train_epochs=1", "overwrite_output_dir=true"],
-    ))
+    train::<B>(
+        &device,
+        &config(&out, &["num_train_epochs=1", "overwrite_output_dir=true"]),
+    )
     .expect("explicit overwrite");
     assert_eq!(checkpoints(&out), ["checkpoint-2", "checkpoint-3"]);
 }
@@ -238,19 +246,22 @@ fn save_total_limit_keeps_the_newest_and_the_best() {
     on_every_backend!(save_total_limit_keeps_the_newest_and_the_best_on);
 }
 
-fn save_total_limit_keeps_the_newest_and_the_best_on<B: AutodiffBackend>() {
+fn save_total_limit_keeps_the_newest_and_the_best_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     // With greater_is_better the best "eval_loss" is the highest one: the first evaluation, since
     // the loss falls. So the best checkpoint is the oldest, and rotation must keep it.
-    let r = train::<B>(&config(
-        &out,
-        &[
-            "save_total_limit=2",
-            "greater_is_better=true",
-            "load_best_model_at_end=true",
-        ],
-    ))
+    let r = train::<B>(
+        &device,
+        &config(
+            &out,
+            &[
+                "save_total_limit=2",
+                "greater_is_better=true",
+                "load_best_model_at_end=true",
+            ],
+        ),
+    )
     .expect("run");
     let evals: Vec<(u64, f64)> = r.state.eval_losses();
     ember_testing::assert_finite(
@@ -285,19 +296,24 @@ fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     on_every_backend!(non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint_on);
 }
 
-fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint_on<B: AutodiffBackend>() {
+fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint_on<B: AutodiffBackend>(
+    device: B::Device,
+) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
     // A huge learning rate sends the adapter to infinity after the first real update.
-    let err = train::<B>(&config(
-        &out,
-        &[
-            "learning_rate=1e38",
-            "warmup_ratio=0.0",
-            "save_steps=1",
-            "eval_strategy=\"no\"",
-        ],
-    ))
+    let err = train::<B>(
+        &device,
+        &config(
+            &out,
+            &[
+                "learning_rate=1e38",
+                "warmup_ratio=0.0",
+                "save_steps=1",
+                "eval_strategy=\"no\"",
+            ],
+        ),
+    )
     .expect_err("training must stop");
     let step = match &err {
         TrainError::NonFinite { step, .. } => *step,
@@ -326,13 +342,13 @@ fn child_training_run() {
     struct Child(PathBuf, bool);
     impl BackendOp for Child {
         type Output = ();
-        fn run<B: AutodiffBackend>(self, _device: B::Device) {
+        fn run<B: AutodiffBackend>(self, device: B::Device) {
             let extra: &[&str] = if self.1 {
                 &["resume_from_checkpoint=true"]
             } else {
                 &["overwrite_output_dir=true"]
             };
-            train::<B>(&config(&self.0, extra)).expect("child run");
+            train::<B>(&device, &config(&self.0, extra)).expect("child run");
         }
     }
     if let Ok(dir) = std::env::var("EMBER_KILL_TEST_DIR") {
@@ -365,7 +381,7 @@ fn spawn_child<B: AutodiffBackend>(
     cmd.spawn().expect("spawn child")
 }
 
-/// The CPU backend whose autodiff type is `B` (for the child process to run the same one).
+/// The backend of this run whose autodiff type is `B` (for the child process to run the same one).
 fn backend_of<B: AutodiffBackend>() -> BackendChoice {
     struct Name;
     impl BackendOp for Name {
@@ -375,10 +391,10 @@ fn backend_of<B: AutodiffBackend>() -> BackendChoice {
         }
     }
     let want = B::name(&Default::default());
-    ember_backend::cpu_backends()
+    ember_testing::backends::selected()
         .into_iter()
         .find(|b| ember_backend::run(*b, Name).is_ok_and(|n| n == want))
-        .unwrap_or_else(|| panic!("no CPU backend named {want}"))
+        .unwrap_or_else(|| panic!("no backend of this run named {want}"))
 }
 
 /// The step numbers the JSONL log holds after its last "resumed from" note, and that note.
@@ -414,10 +430,10 @@ fn killed_runs_resume_to_the_same_adapter() {
     on_every_backend!(killed_runs_resume_to_the_same_adapter_on);
 }
 
-fn killed_runs_resume_to_the_same_adapter_on<B: AutodiffBackend>() {
+fn killed_runs_resume_to_the_same_adapter_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reference = tmp.path().join("reference");
-    train::<B>(&config(&reference, &[])).expect("uninterrupted run");
+    train::<B>(&device, &config(&reference, &[])).expect("uninterrupted run");
     let want = adapter(&reference);
     let has = |dir: &Path, prefix: &str| {
         checkpoints_and_tmp(dir)
@@ -471,7 +487,7 @@ fn killed_runs_resume_to_the_same_adapter_on<B: AutodiffBackend>() {
         if newest.is_none() {
             // Nothing to resume: asking to is an error (as HF), and nothing is touched.
             let before = std::fs::read(dir.join("trainer_log.jsonl")).expect("log");
-            let err = train::<B>(&config(&dir, &["resume_from_checkpoint=true"]))
+            let err = train::<B>(&device, &config(&dir, &["resume_from_checkpoint=true"]))
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
@@ -555,21 +571,24 @@ fn a_failed_overwrite_leaves_the_previous_run_as_it_was() {
     on_every_backend!(a_failed_overwrite_leaves_the_previous_run_as_it_was_on);
 }
 
-fn a_failed_overwrite_leaves_the_previous_run_as_it_was_on<B: AutodiffBackend>() {
+fn a_failed_overwrite_leaves_the_previous_run_as_it_was_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("run");
-    train::<B>(&config(&out, &["num_train_epochs=1"])).expect("previous run");
+    train::<B>(&device, &config(&out, &["num_train_epochs=1"])).expect("previous run");
     let before = snapshot(&out);
-    let err = train::<B>(&config(
-        &out,
-        &[
-            "overwrite_output_dir=true",
-            "learning_rate=1e38",
-            "warmup_ratio=0.0",
-            "save_steps=5",
-            "eval_strategy=\"no\"",
-        ],
-    ))
+    let err = train::<B>(
+        &device,
+        &config(
+            &out,
+            &[
+                "overwrite_output_dir=true",
+                "learning_rate=1e38",
+                "warmup_ratio=0.0",
+                "save_steps=5",
+                "eval_strategy=\"no\"",
+            ],
+        ),
+    )
     .expect_err("the new run fails at step 2");
     match &err {
         TrainError::PreviousRunKept { source, .. } => {
@@ -580,10 +599,10 @@ fn a_failed_overwrite_leaves_the_previous_run_as_it_was_on<B: AutodiffBackend>()
     assert!(err.to_string().contains("put back"), "{err}");
     assert_eq!(snapshot(&out), before, "the previous run must be as it was");
     // And a successful overwrite replaces it.
-    train::<B>(&config(
-        &out,
-        &["overwrite_output_dir=true", "num_train_epochs=1"],
-    ))
+    train::<B>(
+        &device,
+        &config(&out, &["overwrite_output_dir=true", "num_train_epochs=1"]),
+    )
     .expect("overwrite");
     assert!(!out.join(ember_train::previous::PREVIOUS_RUN_DIR).exists());
 }
@@ -595,10 +614,10 @@ fn a_killed_overwrite_gets_the_previous_run_back() {
     on_every_backend!(a_killed_overwrite_gets_the_previous_run_back_on);
 }
 
-fn a_killed_overwrite_gets_the_previous_run_back_on<B: AutodiffBackend>() {
+fn a_killed_overwrite_gets_the_previous_run_back_on<B: AutodiffBackend>(device: B::Device) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("run");
-    train::<B>(&config(&dir, &[])).expect("previous run");
+    train::<B>(&device, &config(&dir, &[])).expect("previous run");
     let before = snapshot(&dir);
     // The child starts over (overwrite_output_dir) and is killed while its first checkpoint is
     // being written (slowed down to keep it there).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ember_backend::{AutodiffBackend, BackendOp};
 use ember_data::{DataStats, Example, SftData, SftStats};
-use ember_testing::for_each_backend;
+use ember_testing::{Needs, for_each_backend, for_each_backend_with};
 use ember_train::{FinetuneConfig, LogEntry, Run, report::Silent};
 use safetensors::SafeTensors;
 
@@ -305,7 +305,7 @@ fn bf16_base_trains_close_to_the_f32_reference() {
         std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
-    let runs = for_each_backend(|| Train {
+    let runs = for_each_backend_with(Needs::Bf16, || Train {
         recompute: true,
         fresh_dropout: None,
         bf16: true,
