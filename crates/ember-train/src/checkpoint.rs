@@ -181,6 +181,9 @@ pub fn step_of(dir: &Path) -> Option<u64> {
 
 /// Why `dir` is not a complete checkpoint, if it is not.
 pub fn incomplete(dir: &Path) -> Option<String> {
+    if dir.is_file() {
+        return Some("a file, not a checkpoint-N directory".into());
+    }
     if !dir.is_dir() {
         return Some("no such directory".into());
     }

@@ -415,7 +415,7 @@ fn checkpoints() -> Vec<Case> {
         c("resume_true_with_empty_output_dir", |d| { set(d, "train", "resume_from_checkpoint = true"); std::fs::create_dir(d.join("run-out")).expect("mkdir"); }, FT, &["resume_from_checkpoint", "run-out"]),
         c("resume_true_only_incomplete_checkpoint", |d| { set_all(d, &[RESUME, NO_OVERWRITE]); write(d, "run-out/.tmp-checkpoint-1/adapter_config.json", "{}"); }, FT, &["resume_from_checkpoint", "run-out"]).keep(RUN),
         c("resume_missing_path", |d| with_run_set(d, &[("train", "resume_from_checkpoint = \"run-out/checkpoint-99\"")]), FT, &["checkpoint-99"]).keep(RUN),
-        c("resume_path_is_a_file", |d| with_run_set(d, &[("train", "resume_from_checkpoint = \"bad.toml\"")]), FT, &["bad.toml"]).keep(RUN),
+        c("resume_path_is_a_file", |d| with_run_set(d, &[("train", "resume_from_checkpoint = \"bad.toml\"")]), FT, &["bad.toml", "a file, not a checkpoint-N directory"]).keep(RUN),
         c("resume_path_not_a_checkpoint", |d| with_run_set(d, &[("train", "resume_from_checkpoint = \"demo-data\"")]), FT, &["demo-data"]).keep(RUN),
         c("resume_corrupt_adapter", |d| { with_run_set(d, &[RESUME]); write(d, "run-out/checkpoint-2/adapter_model.safetensors", "garbage"); }, FT, &["checkpoint-2", "adapter_model.safetensors"]).keep(RUN),
         c("resume_corrupt_optimizer_state", |d| { with_run_set(d, &[RESUME]); write(d, "run-out/checkpoint-2/optimizer.json", "{"); }, FT, &["checkpoint-2", "optimizer.json"]).keep(RUN),
