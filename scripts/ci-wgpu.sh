@@ -18,12 +18,13 @@ vulkaninfo --summary 2>/dev/null | grep -E "deviceName|driverName" >&2
 
 export EMBER_TEST_BACKENDS=wgpu
 export EMBER_REQUIRE="${EMBER_REQUIRE:+$EMBER_REQUIRE,}python,wgpu"
-# Built with tch too: the rest of the suite is built with it, so this shares its dependencies.
+# Built as the README's test command builds (--workspace, tch and wgpu), so that nothing is
+# rebuilt: a `-p` subset would resolve dependency features without the other crates'
+# dev-dependencies. `--test parity` also picks up ember-data's (CPU-only, a second).
 FEATURES=tch,wgpu
 tests=(
-    -p ember-qwen3 --test parity --test lora --test chunked --test recompute
-    -p ember-train --test train_parity
-    -p ember-eval --test parity
-    -p xtask --test demo_wgpu
+    --test parity --test lora --test chunked --test recompute # ember-qwen3 (and ember-eval's parity)
+    --test train_parity                                      # ember-train
+    --test demo_wgpu                                         # xtask
 )
-time cargo test --features "$FEATURES" "${tests[@]}"
+time cargo test --workspace --no-fail-fast --features "$FEATURES" "${tests[@]}"
