@@ -89,18 +89,12 @@ fn generate_on_flex(adapter: &Path, dir: &Path) -> String {
 
 #[test]
 fn the_demo_trains_on_wgpu_as_on_flex() {
-    let requested = ember_testing::backends::requested();
-    if !requested
-        .iter()
-        .any(|b| matches!(b, BackendChoice::Wgpu(_)))
-    {
+    // selected() fails on a listed backend this build lacks, naming its feature.
+    let selected = ember_testing::backends::selected();
+    if !selected.iter().any(|b| matches!(b, BackendChoice::Wgpu(_))) {
         ember_testing::note("skipped: EMBER_TEST_BACKENDS does not list wgpu");
         return;
     }
-    assert!(
-        cfg!(feature = "wgpu"),
-        "EMBER_TEST_BACKENDS lists wgpu but xtask was built without `--features wgpu`"
-    );
     let tmp = tempfile::tempdir().expect("tmp");
     let (flex, wgpu) = (tmp.path().join("flex"), tmp.path().join("wgpu"));
     let out = finetune("wgpu", &wgpu, tmp.path());
