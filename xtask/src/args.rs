@@ -11,11 +11,12 @@ const DEMO_CONFIG: &str = include_str!("../../fixtures/demo/finetune.toml");
 /// A run config and overrides of its keys.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
-    /// A TOML run config (LLaMA-Factory/HF key names). Without it, the embedded demo (sweep: the
-    /// shipped study, fixtures/study/finetune.toml).
+    /// A run config: ember TOML, or a LLaMA-Factory YAML (`.yaml`/`.yml`) as it is. Without it,
+    /// the embedded demo (sweep: the shipped study, fixtures/study/finetune.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Override a key: `--set learning_rate=1e-4` or `--set train.learning_rate=1e-4` (repeatable).
+    /// Override a key: `--set learning_rate=1e-4` or `--set train.learning_rate=1e-4` (repeatable;
+    /// for a YAML config a bare key is LLaMA-Factory's, as on `llamafactory-cli`'s command line).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -25,7 +26,13 @@ impl ConfigArgs {
     /// inputs in the repository (its outputs go under the current directory).
     pub fn load(&self) -> anyhow::Result<FinetuneConfig> {
         Ok(match &self.config {
-            Some(path) => FinetuneConfig::from_file(path, &self.set)?,
+            Some(path) => {
+                let (cfg, notes) = FinetuneConfig::load(path, &self.set)?;
+                for note in notes {
+                    eprintln!("note: {note}");
+                }
+                cfg
+            }
             None => {
                 let mut table: toml::Table = DEMO_CONFIG.parse()?;
                 ember_study::sweep::root_paths(&mut table, &repo_root());

@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.config.load()?;
-    let tokenizer = ember_qwen3::tokenizer_file(&cfg.model.model_name_or_path)?;
+    let tokenizer = ember_qwen3::tokenizer_file(cfg.model.config_dir()?)?;
     let text = ember_data::inspect(&cfg.data, &tokenizer, args.export.as_deref())?;
     println!("{text}");
     Ok(())

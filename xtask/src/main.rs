@@ -7,6 +7,7 @@
 
 mod args;
 mod bench;
+mod config;
 mod data;
 mod eval;
 mod finetune;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Time ember's LoRA training step next to HF transformers + PEFT (s/step, tokens/s, peak RSS).
     Bench(bench::Args),
+    /// Print a LLaMA-Factory YAML config as the equivalent ember TOML (`--to-toml run.yaml`).
+    Config(config::Args),
     /// Train a LoRA adapter (no arguments: the embedded demo on the shipped tiny model).
     Finetune(finetune::Args),
     /// Load and tokenize a run's data; print statistics and an example.
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(Command::Finetune(finetune::Args::default()));
     match command {
         Command::Bench(args) => bench::run(args),
+        Command::Config(args) => config::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(args),

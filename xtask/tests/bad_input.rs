@@ -168,6 +168,9 @@ fn run_case(case: &Case) -> Outcome {
         .env_remove("RUST_LIB_BACKTRACE")
         .env("RAYON_NUM_THREADS", "1")
         .env("NO_COLOR", "1")
+        // A missing path that reads as a Hub id is looked up in an empty cache, never online.
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", work.join(".hf-cache"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))

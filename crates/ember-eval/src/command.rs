@@ -70,10 +70,21 @@ pub struct EvalCommand {
 
 /// Scores the models `cmd` names, one row each, printing progress and skipped tasks to stderr.
 pub fn run_eval(cmd: &EvalCommand) -> Result<ScoreTable, EvalError> {
+    use ember_hub::{Files, resolve};
+    // Hub ids to directories (local paths win); a row keeps the adapter's own name.
+    let model = resolve(&cmd.model, None, Files::Model)?;
+    let cmd = &EvalCommand {
+        model: model.clone(),
+        ..cmd.clone()
+    };
     let specs = match (&cmd.adapter, &cmd.checkpoints) {
-        (Some(a), _) => vec![ModelSpec::with_adapter(&cmd.model, a)],
-        (None, Some(dir)) => checkpoint_specs(&cmd.model, dir)?,
-        (None, None) => vec![ModelSpec::base(&cmd.model)],
+        (Some(a), _) => {
+            let mut spec = ModelSpec::with_adapter(&model, a);
+            spec.adapter = Some(resolve(a, None, Files::Adapter)?);
+            vec![spec]
+        }
+        (None, Some(dir)) => checkpoint_specs(&model, dir)?,
+        (None, None) => vec![ModelSpec::base(&model)],
     };
     let opts = EvalOptions {
         progress: true,

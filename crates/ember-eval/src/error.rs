@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Errors from loading benchmark data, building requests, scoring and writing reports.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
+    #[error(transparent)]
+    Hub(#[from] ember_hub::HubError),
+
     #[error(
         "unknown task or group `{name}`; known groups: kobest, kmmlu, haerae (and kmmlu_stem, kmmlu_other, kmmlu_applied_science, kmmlu_humss); tasks: kobest_boolq, kobest_copa, kobest_hellaswag, kobest_sentineg, kobest_wic, kmmlu_<subject>, haerae_<subset>"
     )]

@@ -33,6 +33,17 @@ pub struct Generated {
 
 /// Tokenizes the prompt, generates and decodes the new tokens.
 pub fn run_generate(cmd: &GenerateCommand) -> Result<Generated, EvalError> {
+    use ember_hub::{Files, resolve};
+    // Hub ids to directories (local paths win).
+    let cmd = &GenerateCommand {
+        model: resolve(&cmd.model, None, Files::Model)?,
+        adapter: cmd
+            .adapter
+            .as_deref()
+            .map(|a| resolve(a, None, Files::Adapter))
+            .transpose()?,
+        ..cmd.clone()
+    };
     let tok_path =
         ember_qwen3::tokenizer_file(&cmd.model).map_err(|e| EvalError::Model(e.to_string()))?;
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)

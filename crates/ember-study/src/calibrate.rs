@@ -237,7 +237,8 @@ pub fn run_plan(cfg: &FinetuneConfig, cmd: &PlanCommand) -> Result<(), StudyErro
         runtime_bytes: on_gpu.then_some(GPU_RUNTIME_BYTES),
     };
     let mut planned = plan(cfg, &opts)?;
-    let pretrained = has_weights(&cfg.model.model_name_or_path);
+    // Weights already at hand (a local directory, or a Hub snapshot cached with them).
+    let pretrained = cfg.model.config_dir().is_ok_and(|dir| has_weights(&dir));
     let steps = cmd
         .calibrate_steps
         .unwrap_or(if pretrained { 6 } else { 0 });

@@ -64,7 +64,10 @@ pub struct Planned {
 
 /// The model's `config.json`.
 pub fn model_config(cfg: &FinetuneConfig) -> Result<Qwen3Config, StudyError> {
-    let dir = &cfg.model.model_name_or_path;
+    let dir = &cfg
+        .model
+        .config_dir()
+        .map_err(ember_train::TrainError::from)?;
     ember_qwen3::check_model_dir(dir)?;
     Ok(Qwen3Config::from_file(
         dir.join(ember_qwen3::pretrained::CONFIG_FILE),
@@ -118,11 +121,12 @@ pub fn plan_data(
             },
         ));
     }
-    ember_qwen3::check_model_dir(&cfg.model.model_name_or_path)?;
-    let tok_path = cfg
+    let dir = cfg
         .model
-        .model_name_or_path
-        .join(ember_qwen3::pretrained::TOKENIZER_FILE);
+        .config_dir()
+        .map_err(ember_train::TrainError::from)?;
+    ember_qwen3::check_model_dir(&dir)?;
+    let tok_path = dir.join(ember_qwen3::pretrained::TOKENIZER_FILE);
     if !tok_path.is_file() {
         return Err(StudyError::Plan(format!(
             "{} not found: counting tokens needs the tokenizer (or plan with --samples N)",

@@ -16,7 +16,7 @@ use crate::{Axis, Grid, RunSpec, StudyError};
 /// Written by the sweep into each run directory before training.
 pub const STUDY_RUN_FILE: &str = "study_run.json";
 /// HF's final metrics file; its presence (with the final `train_loss` log entry) marks a finished run.
-pub const ALL_RESULTS_FILE: &str = "all_results.json";
+pub use ember_train::trainer::ALL_RESULTS_FILE;
 /// Benchmark scores of the run's checkpoints (with `--eval-tasks`).
 pub const BENCHMARKS_FILE: &str = "benchmarks.json";
 

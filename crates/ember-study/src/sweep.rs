@@ -178,6 +178,10 @@ pub fn root_paths(table: &mut toml::Table, root: &Path) {
     for (sec, key) in [("model", "model_name_or_path"), ("data", "dataset_dir")] {
         if let Some(v) = table.get_mut(sec).and_then(|s| s.get_mut(key))
             && let Some(rel) = v.as_str().filter(|p| Path::new(p).is_relative())
+            // A Hub id (`Qwen/Qwen3-8B`) that is not a directory under `root` stays an id.
+            && !(key == "model_name_or_path"
+                && ember_hub::is_repo_id(rel)
+                && !root.join(rel).exists())
         {
             *v = toml::Value::String(root.join(rel).display().to_string());
         }

@@ -17,9 +17,9 @@ pub fn attach<B: Backend>(
     cfg: &FinetuneConfig,
 ) -> Result<(Qwen3ForCausalLM<B>, AdapterConfig), TrainError> {
     let base = cfg.model.model_name_or_path.display().to_string();
-    let adapter_cfg = match cfg.model.adapter_name_or_path.as_deref() {
-        Some(dir) if !dir.as_os_str().is_empty() => load_peft(&mut model, dir)?,
-        _ => {
+    let adapter_cfg = match cfg.model.adapter_dir()? {
+        Some(dir) => load_peft(&mut model, &dir)?,
+        None => {
             let adapted = apply_lora(&mut model, &cfg.lora, cfg.train.seed)?;
             AdapterConfig::from_lora_config(&cfg.lora, &adapted, Some(&base))
         }

@@ -14,9 +14,12 @@ use crate::TrainError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelArgs {
-    /// An HF model directory.
+    /// An HF model directory, or a Hub id (`Qwen/Qwen3-8B`) resolved as transformers does
+    /// (`ember_hub`: the HF cache, then a download).
     pub model_name_or_path: PathBuf,
-    /// Start from an existing PEFT adapter instead of a fresh one (empty: none).
+    /// The Hub revision of a `model_name_or_path` id (LLaMA-Factory's name; default `main`).
+    pub model_revision: Option<String>,
+    /// Start from an existing PEFT adapter (a directory or a Hub id) instead of a fresh one.
     pub adapter_name_or_path: Option<PathBuf>,
     /// Compute dtype of the frozen base: `f32` or `bf16` (adapters stay f32).
     pub dtype: String,
@@ -31,6 +34,7 @@ impl Default for ModelArgs {
     fn default() -> Self {
         Self {
             model_name_or_path: PathBuf::new(),
+            model_revision: None,
             adapter_name_or_path: None,
             dtype: "f32".into(),
             attention: None,
@@ -40,6 +44,34 @@ impl Default for ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model directory: `model_name_or_path`, or the Hub id's snapshot with its weights.
+    pub fn model_dir(&self) -> Result<PathBuf, ember_hub::HubError> {
+        self.resolve(ember_hub::Files::Model)
+    }
+
+    /// A directory with the model's `config.json` (and tokenizer): enough to plan, no weights
+    /// downloaded.
+    pub fn config_dir(&self) -> Result<PathBuf, ember_hub::HubError> {
+        self.resolve(ember_hub::Files::Config)
+    }
+
+    fn resolve(&self, files: ember_hub::Files) -> Result<PathBuf, ember_hub::HubError> {
+        ember_hub::resolve(
+            &self.model_name_or_path,
+            self.model_revision.as_deref(),
+            files,
+        )
+    }
+
+    /// The adapter directory of `adapter_name_or_path` (a Hub id at its `main`), if one is set.
+    pub fn adapter_dir(&self) -> Result<Option<PathBuf>, ember_hub::HubError> {
+        self.adapter_name_or_path
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| ember_hub::resolve(p, None, ember_hub::Files::Adapter))
+            .transpose()
+    }
+
     /// `attention`, parsed (the default when unset).
     pub fn attention_impl(&self) -> Result<AttentionImpl, ember_qwen3::Qwen3Error> {
         self.attention
@@ -209,6 +241,12 @@ pub struct OutputArgs {
     pub load_best_model_at_end: bool,
     /// `eval_loss` (default) or another logged eval metric.
     pub metric_for_best_model: Option<String>,
+    /// Experiment trackers (HF's name and values): `"none"` (default, as transformers 5),
+    /// `"tensorboard"`, or `"all"` (every tracker ember has: TensorBoard); a name or a list.
+    pub report_to: ReportTo,
+    /// Where TensorBoard event files go (default as HF: `output_dir/runs/<time>_<host>`; the
+    /// `TENSORBOARD_LOGGING_DIR` environment variable as in transformers 5).
+    pub logging_dir: Option<PathBuf>,
     /// Default: false for losses, true otherwise (as HF).
     pub greater_is_better: Option<bool>,
 }
@@ -245,7 +283,43 @@ impl Default for OutputArgs {
             load_best_model_at_end: false,
             metric_for_best_model: None,
             greater_is_better: None,
+            report_to: ReportTo::default(),
+            logging_dir: None,
         }
+    }
+}
+
+/// `report_to`: tracker names, written as one name or a list.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(transparent)]
+pub struct ReportTo(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for ReportTo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match Raw::deserialize(d)? {
+            Raw::One(s) => vec![s],
+            Raw::Many(v) => v,
+        };
+        // `none` is the empty list (HF's normalisation), however it is written.
+        Ok(ReportTo(
+            names.into_iter().filter(|n| n != "none").collect(),
+        ))
+    }
+}
+
+impl ReportTo {
+    /// The trackers ember writes for.
+    pub const SUPPORTED: [&str; 3] = ["none", "all", "tensorboard"];
+
+    /// Whether TensorBoard event files are written.
+    pub fn tensorboard(&self) -> bool {
+        self.0.iter().any(|n| n == "tensorboard" || n == "all")
     }
 }
 
@@ -262,7 +336,7 @@ pub struct FinetuneConfig {
 }
 
 /// Section name -> its valid keys, from the structs themselves (one place for every key name).
-fn sections() -> Vec<(&'static str, &'static [&'static str])> {
+pub(crate) fn sections() -> Vec<(&'static str, &'static [&'static str])> {
     vec![
         ("model", serde_introspect::<ModelArgs>()),
         ("lora", serde_introspect::<ember_lora::LoraConfig>()),
@@ -274,7 +348,10 @@ fn sections() -> Vec<(&'static str, &'static [&'static str])> {
 }
 
 /// The candidate closest to `key` by edit distance, if it is plausibly a typo.
-fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn nearest<'a>(
+    key: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(key, c), c))
@@ -283,9 +360,14 @@ fn nearest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opti
         .map(|(_, c)| c)
 }
 
-/// Reads and parses a TOML config file (before any key is checked).
+/// Reads and parses a config file (before any key is checked): TOML, or a LLaMA-Factory YAML
+/// translated into ember's sections.
 pub fn read_table(path: &Path) -> Result<toml::Table, TrainError> {
-    parse_table(&read_text(path)?, path)
+    let text = read_text(path)?;
+    if crate::llamafactory::is_yaml(path) {
+        return Ok(crate::llamafactory::translate(&text, path, &[])?.table);
+    }
+    parse_table(&text, path)
 }
 
 fn read_text(path: &Path) -> Result<String, TrainError> {
@@ -328,12 +410,26 @@ fn parse_table(text: &str, path: &Path) -> Result<toml::Table, TrainError> {
 }
 
 impl FinetuneConfig {
-    /// Reads a TOML config file plus `--set key=value` overrides; relative paths inside it are
+    /// Reads a config file plus `--set key=value` overrides; relative paths inside it are
     /// relative to the current directory. Errors name the key's line.
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
+        Ok(Self::load(path, overrides)?.0)
+    }
+
+    /// [`FinetuneConfig::from_file`], with the notes a user should read: for a LLaMA-Factory
+    /// YAML (`.yaml`, `.yml`), the keys accepted that change nothing in ember.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<(Self, Vec<String>), TrainError> {
+        use crate::llamafactory::{at_yaml_key, is_yaml, translate};
         let text = read_text(path)?;
-        Self::from_table(parse_table(&text, path)?, path, overrides)
-            .map_err(|e| e.at_line_in(&text))
+        if is_yaml(path) {
+            let tr = translate(&text, path, overrides)?;
+            let cfg =
+                Self::from_table(tr.table.clone(), path, &[]).map_err(|e| at_yaml_key(e, &text))?;
+            return Ok((cfg, tr.note(path).into_iter().collect()));
+        }
+        let cfg = Self::from_table(parse_table(&text, path)?, path, overrides)
+            .map_err(|e| e.at_line_in(&text))?;
+        Ok((cfg, Vec::new()))
     }
 
     /// Builds the config from a parsed table plus `--set key=value` overrides.
@@ -525,6 +621,20 @@ impl FinetuneConfig {
                     format!("`{m}` is not logged by the trainer; use eval_loss"),
                 );
             }
+        }
+        if let Some(n) = self
+            .output
+            .report_to
+            .0
+            .iter()
+            .find(|n| !ReportTo::SUPPORTED.contains(&n.as_str()))
+        {
+            return err(
+                "output.report_to",
+                format!(
+                    "`{n}` is not supported: ember writes TensorBoard event files (\"tensorboard\"; \"all\" is the same) and no other tracker's (wandb has no offline mode here); its trainer_state.json and trainer_log.jsonl hold every logged value"
+                ),
+            );
         }
         if self.output.save_total_limit == Some(0) {
             return err(

@@ -27,6 +27,8 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] ember_qwen3::Qwen3Error),
     #[error(transparent)]
+    Hub(#[from] ember_hub::HubError),
+    #[error(transparent)]
     Lora(#[from] ember_lora::LoraError),
     #[error(transparent)]
     Data(#[from] ember_data::DataError),

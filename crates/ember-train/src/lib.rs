@@ -2,6 +2,7 @@
 //! arithmetic and HF/LLaMA-Factory-shaped outputs.
 //!
 //! - [`config`]: [`FinetuneConfig`], the TOML run config with LLaMA-Factory/HF key names.
+//! - [`llamafactory`]: LLaMA-Factory YAML configs, translated into ember's sections.
 //! - [`plan`]: [`StepPlan`], micro-batches, steps and epochs as HF computes them.
 //! - [`trainer`]: [`Run`]: load, then train (the recipe); evaluation loss as HF computes it.
 //! - [`step`]: [`train_step`], the one optimizer step (the bench and the planner call it too).
@@ -12,6 +13,7 @@
 //! - [`state`]: `trainer_state.json` and its `log_history` (HF keys).
 //! - [`report`]: banner, progress bar, summary, `trainer_log.jsonl`.
 //! - [`plot`]: loss plots (PNG).
+//! - [`tensorboard`]: TensorBoard event files (`report_to = "tensorboard"`), HF's scalar names.
 //!
 //! Library use: load a config, train, read the results. This example runs (in `cargo test`) two
 //! steps of the shipped demo on the pure-Rust CPU backend.
@@ -49,12 +51,14 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod finetune;
+pub mod llamafactory;
 pub mod plan;
 pub mod plot;
 pub mod previous;
 pub mod report;
 pub mod state;
 pub mod step;
+pub mod tensorboard;
 pub mod trainer;
 
 /// The files a finished run leaves in `output_dir` (besides `checkpoint-N/`).

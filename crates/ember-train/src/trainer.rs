@@ -21,6 +21,7 @@ use crate::previous::{self, Recovered, SetAside};
 use crate::report::{Banner, JsonlLog, Reporter, Summary};
 use crate::state::{LogEntry, TrainerState, write_json};
 use crate::step::{StepSettings, Window, train_step};
+use crate::tensorboard::EventWriter;
 use crate::{TrainError, adapter};
 
 /// HF Trainer's result files in `output_dir`.
@@ -60,8 +61,8 @@ pub fn compute_dtype(name: &str) -> DType {
 impl<B: AutodiffBackend> Run<B> {
     /// Loads tokenizer, data, model and adapter as the config says.
     pub fn load(cfg: &FinetuneConfig, device: &B::Device) -> Result<Self, TrainError> {
-        let model_dir = &cfg.model.model_name_or_path;
-        let tok = ember_data::Tokenizer::from_file(ember_qwen3::tokenizer_file(model_dir)?)?;
+        let model_dir = cfg.model.model_dir()?;
+        let tok = ember_data::Tokenizer::from_file(ember_qwen3::tokenizer_file(&model_dir)?)?;
         let data = ember_data::load_sft(&cfg.data, &tok)?;
         Self::with_data(cfg, data, device)
     }
@@ -76,7 +77,7 @@ impl<B: AutodiffBackend> Run<B> {
             return Err(TrainError::EmptyDataset(cfg.data.dataset.join(",")));
         }
         let (model_cfg, model) = load_pretrained::<B>(
-            &cfg.model.model_name_or_path,
+            cfg.model.model_dir()?,
             compute_dtype(&cfg.model.dtype),
             device,
         )?;
@@ -239,13 +240,15 @@ impl<B: AutodiffBackend> Parts<'_, B> {
         let start = Instant::now();
         let loss = self.eval_loss(model);
         let runtime = start.elapsed().as_secs_f64();
-        let n = self.data.eval.len() as f64;
-        let bs = self.cfg.eval.per_device_eval_batch_size;
+        let n = self.data.eval.len();
+        // HF's speed_metrics: steps are whole batches; figures rounded to 4 / 3 / 3 decimals.
+        let steps = n.div_ceil(self.cfg.eval.per_device_eval_batch_size.max(1));
+        let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
         LogEntry {
             eval_loss: Some(loss),
-            eval_runtime: Some(runtime),
-            eval_samples_per_second: Some(n / runtime),
-            eval_steps_per_second: Some(n / bs as f64 / runtime),
+            eval_runtime: Some(round(runtime, 4)),
+            eval_samples_per_second: Some(round(n as f64 / runtime, 3)),
+            eval_steps_per_second: Some(round(steps as f64 / runtime, 3)),
             epoch,
             step,
             ..Default::default()
@@ -262,6 +265,8 @@ struct Training<'a, B: AutodiffBackend> {
     state: TrainerState,
     loop_state: LoopState,
     log: JsonlLog,
+    /// TensorBoard's event file (`report_to = "tensorboard"`).
+    tensorboard: Option<EventWriter>,
     settings: StepSettings,
     out_dir: PathBuf,
     start: Instant,
@@ -324,6 +329,21 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
             loop_state = saved;
         }
         let log = JsonlLog::open(&out_dir, resume_dir.is_some())?;
+        // A new event file per process, as torch's SummaryWriter: a resumed run adds one.
+        let tensorboard = cfg
+            .output
+            .report_to
+            .tensorboard()
+            .then(|| {
+                let dir = cfg
+                    .output
+                    .logging_dir
+                    .clone()
+                    .or_else(|| std::env::var_os("TENSORBOARD_LOGGING_DIR").map(PathBuf::from))
+                    .unwrap_or_else(|| crate::tensorboard::default_logging_dir(&out_dir));
+                EventWriter::create(&dir)
+            })
+            .transpose()?;
         let settings = StepSettings {
             backprop: Backprop::from_gradient_checkpointing(t.gradient_checkpointing()),
             max_grad_norm: t.max_grad_norm,
@@ -337,6 +357,7 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
             state,
             loop_state,
             log,
+            tensorboard,
             settings,
             out_dir,
             start: Instant::now(),
@@ -456,6 +477,9 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
         self.log
             .write(&entry, self.run.plan.max_steps, self.elapsed())?;
         reporter.log(&entry);
+        if let Some(tb) = &mut self.tensorboard {
+            tb.log(&entry)?;
+        }
         self.state.log_history.push(entry);
         Ok(())
     }
@@ -582,6 +606,9 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
             ..Default::default()
         };
         state.num_input_tokens_seen = ls.tokens_seen;
+        if let Some(tb) = &mut self.tensorboard {
+            tb.log(&final_entry)?;
+        }
         state.log_history.push(final_entry);
         let out_dir = &self.out_dir;
         adapter::save(&model, self.run.adapter_cfg, out_dir)?;
@@ -589,7 +616,10 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
         if let Some(previous) = aside.take() {
             previous.discard()?; // replaced by this run's final adapter
         }
-        let final_eval = (!data.eval.is_empty()).then(|| self.run.eval_loss(&model));
+        // LLaMA-Factory's `trainer.evaluate()` after `save_state()` and `plot_loss`: its metrics go
+        // to eval_results.json and all_results.json only, not to trainer_state.json or the plots.
+        let final_eval = (!data.eval.is_empty())
+            .then(|| self.run.evaluate(&model, state.epoch, state.global_step));
         let mut results = serde_json::json!({
             "epoch": state.epoch,
             "total_flos": 0.0,
@@ -599,12 +629,22 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
             "train_steps_per_second": plan.max_steps as f64 / runtime,
         });
         write_json(&out_dir.join(TRAIN_RESULTS_FILE), &results)?;
-        if let Some(e) = final_eval {
-            results["eval_loss"] = e.into();
-            write_json(
-                &out_dir.join(EVAL_RESULTS_FILE),
-                &serde_json::json!({"epoch": state.epoch, "eval_loss": e}),
-            )?;
+        if let Some(e) = &final_eval {
+            // HF's TensorBoardCallback logs the final evaluation too (after train end).
+            if let Some(tb) = &mut self.tensorboard {
+                tb.log(e)?;
+            }
+            let eval = serde_json::json!({
+                "epoch": state.epoch,
+                "eval_loss": e.eval_loss,
+                "eval_runtime": e.eval_runtime,
+                "eval_samples_per_second": e.eval_samples_per_second,
+                "eval_steps_per_second": e.eval_steps_per_second,
+            });
+            if let (Some(all), Some(eval)) = (results.as_object_mut(), eval.as_object()) {
+                all.extend(eval.clone());
+            }
+            write_json(&out_dir.join(EVAL_RESULTS_FILE), &eval)?;
         }
         write_json(&out_dir.join(ALL_RESULTS_FILE), &results)?;
         if cfg.output.plot_loss {
@@ -618,7 +658,7 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
             train_runtime: runtime,
             seconds_per_step: runtime / trained,
             train_loss,
-            eval_loss: final_eval,
+            eval_loss: final_eval.and_then(|e| e.eval_loss),
             tokens_per_second: (ls.tokens_seen - self.start_tokens) as f64 / runtime,
         };
         reporter.summary(&summary, out_dir);

@@ -260,7 +260,7 @@ fn a_missing_model_directory_is_reported_as_the_directory() {
         .expect("refused")
         .to_string();
     assert!(
-        msg.contains("no-such-model: not a Hugging Face model directory: no such directory"),
+        msg.contains("no-such-model: no such directory (nor a Hugging Face Hub repo id"),
         "{msg}"
     );
 }

@@ -353,3 +353,70 @@ fn ember_data_tokenizes_the_reference_samples_identically() {
 }
 
 ember_testing::backend_coverage_test!();
+
+/// The parity run's result files: eval_results.json, all_results.json, and how many entries the
+/// saved trainer_state.json holds.
+struct EndOfRun;
+
+impl BackendOp for EndOfRun {
+    type Output = (serde_json::Value, serde_json::Value, usize);
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let out = tempfile::tempdir().expect("tempdir");
+        let run =
+            Run::<B>::with_data(&config(out.path()), reference_data(), &device).expect("run loads");
+        run.train(&mut Silent).expect("training");
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(out.path().join(f)).expect(f))
+                .expect("json")
+        };
+        let saved = read("trainer_state.json")["log_history"]
+            .as_array()
+            .expect("log_history")
+            .len();
+        (read("eval_results.json"), read("all_results.json"), saved)
+    }
+}
+
+#[test]
+fn the_run_ends_with_llamafactorys_final_evaluation() {
+    // LLaMA-Factory's run_sft saves the state, then evaluates: the metrics reach eval_results.json
+    // and all_results.json, not trainer_state.json (the fixture replays that order with HF).
+    let text =
+        std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let want = &v["final_eval"]["eval_results"];
+    let want_saved = v["final_eval"]["saved_log_history_len"]
+        .as_u64()
+        .expect("saved_log_history_len") as usize;
+    let keys = |j: &serde_json::Value| -> Vec<String> {
+        j.as_object().expect("object").keys().cloned().collect()
+    };
+    let num = |j: &serde_json::Value, k: &str| j[k].as_f64().unwrap_or(f64::NAN);
+    for (backend, (eval, all, saved)) in for_each_backend(|| EndOfRun) {
+        assert_eq!(keys(&eval), keys(want), "{backend}: eval_results.json keys");
+        assert_eq!(eval["epoch"], want["epoch"], "{backend}: epoch");
+        let (got, hf) = (num(&eval, "eval_loss"), num(want, "eval_loss"));
+        assert!(
+            rel(got, hf) <= 1e-4,
+            "{backend}: final eval_loss {got} vs HF {hf}"
+        );
+        // HF counts whole eval batches: 5 samples at batch 2 are 3 steps.
+        let ratio = num(&eval, "eval_steps_per_second") / num(&eval, "eval_samples_per_second");
+        let hf_ratio = num(want, "eval_steps_per_second") / num(want, "eval_samples_per_second");
+        assert!(
+            (ratio - hf_ratio).abs() < 0.01,
+            "{backend}: steps/samples {ratio} vs HF {hf_ratio}"
+        );
+        assert_eq!(
+            saved, want_saved,
+            "{backend}: entries in the saved trainer_state.json"
+        );
+        for k in keys(&eval) {
+            assert_eq!(all[&k], eval[&k], "{backend}: all_results.json `{k}`");
+        }
+        assert!(
+            all["train_loss"].is_f64(),
+            "{backend}: all_results.json has train_loss"
+        );
+    }
+}
