@@ -20,11 +20,12 @@ export EMBER_TEST_BACKENDS=wgpu
 export EMBER_REQUIRE="${EMBER_REQUIRE:+$EMBER_REQUIRE,}python,wgpu"
 # Built as the README's test command builds (--workspace, tch and wgpu), so that nothing is
 # rebuilt: a `-p` subset would resolve dependency features without the other crates'
-# dev-dependencies. `--test parity` also picks up ember-data's (CPU-only, a second).
+# dev-dependencies. Each crate's integration tests are one binary, `it`, whose modules the
+# filters pick: `parity::` is ember-qwen3's, ember-eval's, ember-train's train_parity:: and
+# ember-data's (CPU-only, a second).
 FEATURES=tch,wgpu
-tests=(
-    --test parity --test lora --test chunked --test recompute # ember-qwen3 (and ember-eval's parity)
-    --test train_parity                                      # ember-train
-    --test demo_wgpu                                         # xtask
+filters=(
+    parity:: lora:: chunked:: recompute:: # ember-qwen3 (and ember-eval's, ember-train's parity)
+    demo_wgpu::                           # xtask
 )
-time cargo test --workspace --no-fail-fast --features "$FEATURES" "${tests[@]}"
+time cargo test --workspace --no-fail-fast --features "$FEATURES" --test it -- "${filters[@]}"

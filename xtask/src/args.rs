@@ -62,3 +62,50 @@ impl Default for BackendArgs {
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Decoding settings; each one left out is the model's `generation_config.json`'s (HF's defaults
+/// where it has none: greedy).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Argmax decoding, whatever generation_config.json says.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sample with this temperature (the model's `temperature` otherwise).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Keep the k most likely tokens (0: all; the model's `top_k` otherwise).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling's probability mass (the model's `top_p` otherwise).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// The seed every reply is sampled with.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl From<SamplingArgs> for ember_eval::SamplingOverrides {
+    fn from(a: SamplingArgs) -> Self {
+        Self {
+            greedy: a.greedy,
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        }
+    }
+}
+
+/// The conversation settings `chat` and `generate --chat` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChatArgs {
+    /// The chat template: qwen3 or qwen3_nothink (LLaMA-Factory's names; the one trained with).
+    #[arg(long, default_value = "qwen3")]
+    pub template: String,
+    /// A system prompt.
+    #[arg(long, default_value = "")]
+    pub system: String,
+    /// Qwen3's thinking (`enable_thinking`): `false` puts the empty thought in the prompt.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_thinking: bool,
+}

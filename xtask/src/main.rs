@@ -7,6 +7,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod config;
 mod data;
 mod eval;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Time ember's LoRA training step next to HF transformers + PEFT (s/step, tokens/s, peak RSS).
     Bench(bench::Args),
+    /// Chat with a model (and adapter) in the terminal, by the chat template it was trained with.
+    Chat(chat::Args),
     /// Print a LLaMA-Factory YAML config as the equivalent ember TOML (`--to-toml run.yaml`).
     Config(config::Args),
     /// Train a LoRA adapter (no arguments: the embedded demo on the shipped tiny model).
@@ -39,7 +42,7 @@ enum Command {
     Data(data::Args),
     /// Score a model, an adapter or every checkpoint of a run on KMMLU / KoBEST / HAE-RAE.
     Eval(eval::Args),
-    /// Continue a prompt with a Qwen3 model directory.
+    /// Continue a prompt with a Qwen3 model directory (--chat: one chat reply, for scripts).
     Generate(generate::Args),
     /// What a run will be before it runs: samples, tokens, steps, trainable parameters, memory, time.
     Plan(plan::Args),
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(Command::Finetune(finetune::Args::default()));
     match command {
         Command::Bench(args) => bench::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Config(args) => config::run(args),
         Command::Finetune(args) => finetune::run(args),
         Command::Data(args) => data::run(args),

@@ -151,6 +151,74 @@ impl Template {
         Ok(pairs)
     }
 
+    /// `encode_oneturn` (with `ReasoningTemplate`'s thought handling for qwen3): the whole history
+    /// as the prompt, the last message as the response.
+    pub fn encode_oneturn(
+        &self,
+        tok: &Tokenizer,
+        conv: &Conversation,
+    ) -> std::result::Result<(Vec<u32>, Vec<u32>), FieldError> {
+        let mut messages = conv.messages.clone();
+        let n = messages.len();
+        let Some(last) = n.checked_sub(1) else {
+            return Err(FieldError::new("", "a conversation with no messages"));
+        };
+        if self.reasoning {
+            if !self.preserve_thinking {
+                for m in messages
+                    .iter_mut()
+                    .take(n.saturating_sub(2))
+                    .skip(1)
+                    .step_by(2)
+                {
+                    m.content = remove_thought(&m.content);
+                }
+            }
+            if !self.enable_thinking {
+                messages[last].content = remove_thought(&messages[last].content);
+            }
+        }
+        let mut encoded = self.encode_messages(tok, &messages, &conv.system, &conv.tools)?;
+        let mut response = encoded.pop().unwrap_or_default();
+        let mut prompt: Vec<u32> = encoded.concat();
+        let c = &messages[last].content;
+        if self.reasoning && !c.contains("<think>") && !c.contains("</think>") {
+            if self.enable_thinking {
+                response = [self.thought_ids.as_slice(), &response].concat();
+            } else {
+                prompt.extend_from_slice(&self.thought_ids);
+            }
+        }
+        Ok((prompt, response))
+    }
+
+    /// The prompt a chat sends for `history` (user and assistant turns, ending with the user's):
+    /// LLaMA-Factory's chat engine pairs it with an empty assistant message and takes
+    /// `encode_oneturn`'s prompt.
+    pub fn chat_prompt(
+        &self,
+        tok: &Tokenizer,
+        system: &str,
+        history: &[Message],
+    ) -> std::result::Result<Vec<u32>, FieldError> {
+        let mut messages = history.to_vec();
+        messages.push(Message {
+            role: Role::Assistant,
+            content: String::new(),
+        });
+        let conv = Conversation {
+            messages,
+            system: system.to_owned(),
+            tools: String::new(),
+        };
+        Ok(self.encode_oneturn(tok, &conv)?.0)
+    }
+
+    /// The ids generation stops at (`get_stop_token_ids`: the eos, `<|im_end|>`).
+    pub fn stop_ids(&self) -> Vec<u32> {
+        vec![self.eos_id]
+    }
+
     /// `Template._encode`: each message's pieces, encoded separately and concatenated.
     fn encode_messages(
         &self,

@@ -81,6 +81,10 @@ pub enum EvalError {
     #[error("model: {0}")]
     Model(String),
 
+    /// Reading the user's lines or writing the replies (`xtask chat`).
+    #[error("the terminal: {0}")]
+    Terminal(std::io::Error),
+
     #[error("{}: {reason}", .dir.display())]
     ModelSource { dir: PathBuf, reason: String },
 

@@ -3,7 +3,8 @@
 //! so the numbers are the ones `lm_eval --model hf` prints.
 //!
 //! - [`command`]: [`run_eval`], `cargo xtask eval` as one call; [`generate`]: [`run_generate`],
-//!   a prompt continued by a model (and adapter).
+//!   a prompt continued by a model (and adapter); [`chat`]: [`chat_interactive`] (`xtask chat`)
+//!   and [`chat_once`] (`generate --chat`), prompts by the training template.
 //! - [`tasks`]: task and group names, KMMLU's 45 subjects and categories, selecting by name.
 //! - [`data`]: documents from local CSV/TSV/JSON/JSONL files, rendered with lm-eval's prompts.
 //! - [`prompt`]: zero- and k-shot contexts; [`pyrandom`]: CPython's `random` for the sampler.
@@ -19,6 +20,7 @@
 // invariant the code itself establishes carries `#[allow(clippy::expect_used, reason = ...)]`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod chat;
 pub mod command;
 pub mod data;
 pub mod encode;
@@ -33,6 +35,7 @@ pub mod report;
 pub mod sources;
 pub mod tasks;
 
+pub use chat::{ChatCommand, Reply, SamplingOverrides, chat_interactive, chat_once};
 pub use command::{EvalCommand, TaskOptions, run_eval};
 pub use encode::Encoder;
 pub use error::EvalError;

@@ -1,7 +1,7 @@
 //! AdamW + global clipping + cosine schedule against torch's trajectory
 //! (`fixtures/optim/adamw_trajectory.json`), on every CPU backend.
 
-mod common;
+use crate::common;
 
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;

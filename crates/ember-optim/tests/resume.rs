@@ -1,7 +1,7 @@
 //! Saving optimizer + scheduler state mid-run and resuming in a "new process" (fresh module with
 //! new `ParamId`s, fresh optimizer) must continue bit for bit; bad state must fail clearly.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //!
 //! Schedules are pure f64 arithmetic, independent of the tensor backend.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -36,7 +36,9 @@ pub use attention::{AttentionImpl, AttnMask};
 pub use backprop::Backprop;
 pub use config::Qwen3Config;
 pub use error::Qwen3Error;
-pub use generate::{Generation, GenerationConfig, Sampling, StopReason};
+pub use generate::{
+    GENERATION_CONFIG_FILE, Generation, GenerationConfig, GenerationDefaults, Sampling, StopReason,
+};
 pub use loss::{LossChoice, LossImpl};
 pub use model::{
     DecoderInput, IGNORE_INDEX, LossSum, ModelInputs, Qwen3ForCausalLM, RotaryEmbedding,

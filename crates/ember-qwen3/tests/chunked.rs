@@ -13,7 +13,7 @@ use ember_qwen3::loss::{LossImpl, chunked_head_cross_entropy, shifted_targets};
 use ember_qwen3::{IGNORE_INDEX, ModelInputs, random_model, shifted_cross_entropy};
 use ember_testing::for_each_backend;
 
-mod common;
+use crate::common;
 use common::{Lcg, Perturb, max_abs, max_abs_diff, tiny_config, to_vec};
 
 const TOL: f64 = 1e-5;

@@ -25,7 +25,7 @@ use ember_qwen3::{
 use ember_testing::{Needs, for_each_backend, for_each_backend_with};
 use safetensors::SafeTensors;
 
-mod common;
+use crate::common;
 use common::{fixtures, max_abs_diff, max_rel_diff, to_vec};
 
 const SEVEN: [&str; 7] = [

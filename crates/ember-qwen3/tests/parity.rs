@@ -7,7 +7,7 @@ use ember_qwen3::{GenerationConfig, ModelInputs, StopReason, load_pretrained};
 use ember_testing::for_each_backend;
 use safetensors::SafeTensors;
 
-mod common;
+use crate::common;
 use common::{fixtures, max_abs_diff};
 
 fn tiny() -> std::path::PathBuf {

@@ -10,7 +10,7 @@ use ember_lora::{LoraConfig, TargetModules};
 use ember_qwen3::{AttentionImpl, Backprop, IGNORE_INDEX, LossImpl, ModelInputs, random_model};
 use ember_testing::for_each_backend;
 
-mod common;
+use crate::common;
 use common::{Lcg, Perturb, max_abs, max_abs_diff, tiny_config};
 
 /// Gradients of all trainable parameters, in visiting order, from a `GradientsParams`.

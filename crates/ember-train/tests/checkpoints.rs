@@ -366,8 +366,11 @@ fn spawn_child<B: AutodiffBackend>(
     resume: bool,
     slow_save_ms: Option<u64>,
 ) -> std::process::Child {
+    // The harness names a test by its path without the crate: `checkpoints::child_training_run`.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let test = format!("{module}::child_training_run");
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["child_training_run", "--exact", "--ignored", "--quiet"])
+    cmd.args([test.as_str(), "--exact", "--ignored", "--quiet"])
         .env("EMBER_KILL_TEST_DIR", dir)
         .env("EMBER_KILL_TEST_BACKEND", backend_of::<B>().to_string())
         .stdout(std::process::Stdio::null())
