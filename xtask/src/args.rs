@@ -96,6 +96,18 @@ impl From<SamplingArgs> for ember_eval::SamplingOverrides {
     }
 }
 
+/// A model and the adapter on it (`generate`, `chat`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelAdapterArgs {
+    /// Hugging Face model directory (config.json, safetensors, tokenizer.json) or hub id.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A PEFT-format LoRA adapter directory (adapter_config.json, adapter_model.safetensors), or
+    /// hub id, to apply.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+}
+
 /// The conversation settings `chat` and `generate --chat` share.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChatArgs {
@@ -108,4 +120,26 @@ pub struct ChatArgs {
     /// Qwen3's thinking (`enable_thinking`): `false` puts the empty thought in the prompt.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_thinking: bool,
+}
+
+impl ChatArgs {
+    /// The chat these arguments, and the ones beside them, ask for.
+    pub fn command(
+        self,
+        model: ModelAdapterArgs,
+        max_new_tokens: Option<usize>,
+        sampling: SamplingArgs,
+        backend: BackendArgs,
+    ) -> ember_eval::ChatCommand {
+        ember_eval::ChatCommand {
+            model: model.model,
+            adapter: model.adapter,
+            template: self.template,
+            enable_thinking: self.enable_thinking,
+            system: self.system,
+            max_new_tokens,
+            sampling: sampling.into(),
+            backend: backend.backend,
+        }
+    }
 }

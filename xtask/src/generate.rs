@@ -6,21 +6,17 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use ember_data::{Message, Role};
-use ember_eval::{ChatCommand, GenerateCommand, chat_once, run_generate};
+use ember_eval::{GenerateCommand, chat_once, run_generate};
 
-use crate::args::{BackendArgs, ChatArgs, SamplingArgs};
+use crate::args::{BackendArgs, ChatArgs, ModelAdapterArgs, SamplingArgs};
 
 /// New tokens without `--max-new-tokens` for a plain continuation.
 const PLAIN_MAX_NEW_TOKENS: usize = 32;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model directory (config.json, safetensors, tokenizer.json) or hub id.
-    #[arg(long)]
-    model: PathBuf,
-    /// A PEFT-format LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to apply.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelAdapterArgs,
     /// The text to continue (with --chat: the user's message).
     #[arg(long)]
     prompt: String,
@@ -56,22 +52,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             role: Role::User,
             content: args.prompt,
         });
-        let cmd = ChatCommand {
-            model: args.model,
-            adapter: args.adapter,
-            template: args.conversation.template,
-            enable_thinking: args.conversation.enable_thinking,
-            system: args.conversation.system,
-            max_new_tokens: args.max_new_tokens,
-            sampling: args.sampling.into(),
-            backend: args.backend.backend,
-        };
+        let cmd =
+            args.conversation
+                .command(args.model, args.max_new_tokens, args.sampling, args.backend);
         let r = chat_once(&cmd, &history)?;
         (r.prompt_ids, r.ids, r.text, r.stop)
     } else {
         let cmd = GenerateCommand {
-            model: args.model,
-            adapter: args.adapter,
+            model: args.model.model,
+            adapter: args.model.adapter,
             prompt: args.prompt,
             max_new_tokens: args.max_new_tokens.unwrap_or(PLAIN_MAX_NEW_TOKENS),
             sampling: args.sampling.into(),

@@ -112,15 +112,7 @@ impl Template {
                 }
             }
             if discarding_history_cot {
-                // History answers only; the last answer keeps its thought.
-                for m in messages
-                    .iter_mut()
-                    .take(n.saturating_sub(2))
-                    .skip(1)
-                    .step_by(2)
-                {
-                    m.content = remove_thought(&m.content);
-                }
+                remove_history_thoughts(&mut messages);
             }
         }
         let mut encoded = self.encode_messages(tok, &messages, &conv.system, &conv.tools)?;
@@ -165,14 +157,7 @@ impl Template {
         };
         if self.reasoning {
             if !self.preserve_thinking {
-                for m in messages
-                    .iter_mut()
-                    .take(n.saturating_sub(2))
-                    .skip(1)
-                    .step_by(2)
-                {
-                    m.content = remove_thought(&m.content);
-                }
+                remove_history_thoughts(&mut messages);
             }
             if !self.enable_thinking {
                 messages[last].content = remove_thought(&messages[last].content);
@@ -270,6 +255,19 @@ impl Template {
             out.push(ids);
         }
         Ok(out)
+    }
+}
+
+/// The thoughts of the answers before the last user/assistant pair (the last answer keeps its).
+fn remove_history_thoughts(messages: &mut [Message]) {
+    let n = messages.len();
+    for m in messages
+        .iter_mut()
+        .take(n.saturating_sub(2))
+        .skip(1)
+        .step_by(2)
+    {
+        m.content = remove_thought(&m.content);
     }
 }
 
