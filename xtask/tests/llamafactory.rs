@@ -193,7 +193,7 @@ fn refused_yaml_keys_are_named_with_their_line() {
 }
 
 #[test]
-fn a_hub_id_and_a_llamafactory_yaml_train_then_generate_offline() {
+fn a_hub_id_and_a_llamafactory_yaml_train_curves_and_chat_offline() {
     use ember_testing::hub_server::{HubServer, ServedRepo};
     let commit = "89abcdef0123456789abcdef0123456789abcdef";
     let server = HubServer::start(vec![ServedRepo::from_dir(
@@ -211,7 +211,8 @@ fn a_hub_id_and_a_llamafactory_yaml_train_then_generate_offline() {
         .replace(
             "model_name_or_path: fixtures/tiny/qwen3-tiny",
             "model_name_or_path: ember/qwen3-tiny",
-        );
+        )
+        .replace("report_to: none", "report_to: tensorboard");
     std::fs::write(&yaml, config).expect("write");
     let run = |args: &[&str], offline: bool| {
         let mut c = Command::new(BIN);
@@ -255,7 +256,17 @@ fn a_hub_id_and_a_llamafactory_yaml_train_then_generate_offline() {
     .expect("json");
     // As PEFT records it: the id, not the cache path.
     assert_eq!(adapter["base_model_name_or_path"], "ember/qwen3-tiny");
-    // Offline, from the cache: train again and chat-free generate with the adapter.
+    // The curves: one TensorBoard event file under output_dir/runs/<time>_<host>/.
+    let runs: Vec<_> = std::fs::read_dir(out.join("runs"))
+        .expect("output_dir/runs")
+        .flat_map(|d| std::fs::read_dir(d.expect("entry").path()).expect("run dir"))
+        .map(|f| f.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        runs.len() == 1 && runs[0].starts_with("events.out.tfevents."),
+        "{runs:?}"
+    );
+    // Offline, from the cache: train again, then chat with the adapter.
     let before = server.log().len();
     let out2 = format!("output_dir={}", tmp.path().join("out2").display());
     run(
@@ -270,21 +281,33 @@ fn a_hub_id_and_a_llamafactory_yaml_train_then_generate_offline() {
         ],
         true,
     );
+    // A chat reply with the adapter, the model named by its id: the same as from the local path.
     let adapter_arg = out.display().to_string();
-    let g = run(
-        &[
+    let chat = |model: &str| {
+        let args = [
             "generate",
+            "--chat",
+            "--json",
+            "--greedy",
+            "--backend",
+            "flex",
             "--model",
-            "ember/qwen3-tiny",
+            model,
             "--adapter",
             &adapter_arg,
             "--prompt",
             "안녕",
             "--max-new-tokens",
             "3",
-        ],
-        true,
-    );
-    assert!(!g.stdout.is_empty());
+        ];
+        let o = run(&args, true);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("reply json")
+    };
+    let by_id = chat("ember/qwen3-tiny");
     assert_eq!(server.log().len(), before, "offline runs made no request");
+    assert!(
+        by_id["ids"].as_array().is_some_and(|a| !a.is_empty()),
+        "{by_id}"
+    );
+    assert_eq!(by_id, chat("fixtures/tiny/qwen3-tiny"));
 }
