@@ -123,16 +123,8 @@ impl Template {
                 (0..n).step_by(2).collect()
             };
             for i in turns {
-                let c = &messages[i + 1].content;
-                if !c.contains("<think>") && !c.contains("</think>") {
-                    if self.enable_thinking {
-                        let mut r = self.thought_ids.clone();
-                        r.extend_from_slice(&encoded[i + 1]);
-                        encoded[i + 1] = r;
-                    } else {
-                        encoded[i].extend_from_slice(&self.thought_ids);
-                    }
-                }
+                let (prompt, response) = encoded.split_at_mut(i + 1);
+                self.add_empty_thought(&messages[i + 1].content, &mut prompt[i], &mut response[0]);
             }
         }
         let mut pairs = Vec::with_capacity(n / 2);
@@ -166,13 +158,8 @@ impl Template {
         let mut encoded = self.encode_messages(tok, &messages, &conv.system, &conv.tools)?;
         let mut response = encoded.pop().unwrap_or_default();
         let mut prompt: Vec<u32> = encoded.concat();
-        let c = &messages[last].content;
-        if self.reasoning && !c.contains("<think>") && !c.contains("</think>") {
-            if self.enable_thinking {
-                response = [self.thought_ids.as_slice(), &response].concat();
-            } else {
-                prompt.extend_from_slice(&self.thought_ids);
-            }
+        if self.reasoning {
+            self.add_empty_thought(&messages[last].content, &mut prompt, &mut response);
         }
         Ok((prompt, response))
     }
@@ -202,6 +189,19 @@ impl Template {
     /// The ids generation stops at (`get_stop_token_ids`: the eos, `<|im_end|>`).
     pub fn stop_ids(&self) -> Vec<u32> {
         vec![self.eos_id]
+    }
+
+    /// `ReasoningTemplate`'s empty thought for an answer without a think block: trained (before
+    /// the response) with thinking on, part of the prompt with it off.
+    fn add_empty_thought(&self, answer: &str, prompt: &mut Vec<u32>, response: &mut Vec<u32>) {
+        if answer.contains("<think>") || answer.contains("</think>") {
+            return;
+        }
+        if self.enable_thinking {
+            response.splice(0..0, self.thought_ids.iter().copied());
+        } else {
+            prompt.extend_from_slice(&self.thought_ids);
+        }
     }
 
     /// `Template._encode`: each message's pieces, encoded separately and concatenated.

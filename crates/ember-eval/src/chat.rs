@@ -60,15 +60,14 @@ impl SamplingOverrides {
     /// setting is given.
     pub fn resolve(&self, defaults: &GenerationDefaults) -> Option<Sampling> {
         let asked = self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
-        if self.greedy || !(defaults.do_sample || asked) {
-            return None;
-        }
-        Some(Sampling {
+        let merged = GenerationDefaults {
+            do_sample: !self.greedy && (defaults.do_sample || asked),
             temperature: self.temperature.unwrap_or(defaults.temperature),
             top_k: self.top_k.unwrap_or(defaults.top_k),
             top_p: self.top_p.unwrap_or(defaults.top_p),
-            seed: self.seed,
-        })
+            ..defaults.clone()
+        };
+        merged.sampling(self.seed)
     }
 }
 

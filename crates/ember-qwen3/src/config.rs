@@ -62,6 +62,15 @@ pub enum EosTokenId {
     Many(Vec<u32>),
 }
 
+impl EosTokenId {
+    pub fn ids(&self) -> Vec<u32> {
+        match self {
+            Self::One(i) => vec![*i],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
 /// `rope_scaling`: only the types whose math ember implements are accepted.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RopeScaling {
@@ -296,11 +305,9 @@ impl Qwen3Config {
 
     /// The eos ids generation stops at.
     pub fn eos_ids(&self) -> Vec<u32> {
-        match &self.eos_token_id {
-            None => Vec::new(),
-            Some(EosTokenId::One(i)) => vec![*i],
-            Some(EosTokenId::Many(v)) => v.clone(),
-        }
+        self.eos_token_id
+            .as_ref()
+            .map_or_else(Vec::new, EosTokenId::ids)
     }
 
     /// Positions are divided by this factor before RoPE (1 without linear scaling).

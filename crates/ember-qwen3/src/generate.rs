@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rand::{Rng, SeedableRng};
 
 use crate::Qwen3Error;
+use crate::config::EosTokenId;
 use crate::model::{LayerCache, ModelInputs, Qwen3ForCausalLM};
 
 /// How to pick each next token.
@@ -43,7 +44,7 @@ pub struct GenerationDefaults {
     pub top_k: usize,
     pub top_p: f32,
     pub max_new_tokens: Option<usize>,
-    pub eos_token_id: Option<crate::config::EosTokenId>,
+    pub eos_token_id: Option<EosTokenId>,
 }
 
 impl Default for GenerationDefaults {
@@ -84,11 +85,9 @@ impl GenerationDefaults {
 
     /// The eos ids it names (none: the model config's).
     pub fn eos_ids(&self) -> Vec<u32> {
-        match &self.eos_token_id {
-            None => Vec::new(),
-            Some(crate::config::EosTokenId::One(i)) => vec![*i],
-            Some(crate::config::EosTokenId::Many(v)) => v.clone(),
-        }
+        self.eos_token_id
+            .as_ref()
+            .map_or_else(Vec::new, EosTokenId::ids)
     }
 }
 
