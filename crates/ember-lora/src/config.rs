@@ -4,7 +4,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::LoraError;
-use crate::targets::{TargetModules, TargetSelector};
+use crate::adapter::LoraVariant;
+use crate::targets::{Patterns, TargetModules, TargetSelector};
 
 /// How the adapter factors start (PEFT `init_lora_weights`).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -120,6 +121,66 @@ pub struct LoraConfig {
     /// Adapt only these layer indices.
     #[serde(default)]
     pub layers_to_transform: Option<Vec<usize>>,
+    /// DoRA instead of plain LoRA (PEFT `use_dora`; [`crate::adapter::Dora`]).
+    #[serde(default)]
+    pub use_dora: bool,
+    /// Per-module ranks, PEFT's `rank_pattern` (`{"mlp.down_proj" = 32}`; see [`Patterns`]). Keys
+    /// that give one module different values are refused ([`LoraConfig::check_patterns_for`]), so
+    /// their order never matters here.
+    #[serde(default, skip_serializing_if = "Patterns::is_empty")]
+    pub rank_pattern: Patterns<usize>,
+    /// Per-module alphas, PEFT's `alpha_pattern`.
+    #[serde(default, skip_serializing_if = "Patterns::is_empty")]
+    pub alpha_pattern: Patterns<f64>,
+}
+
+/// The rank, alpha and scaling of the adapter on one module, after `rank_pattern` /
+/// `alpha_pattern` (PEFT's `_create_and_replace`: the pattern's value, else `r` / `lora_alpha`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModuleRank {
+    pub r: usize,
+    pub alpha: f64,
+    /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA, with this module's `r` and `alpha`.
+    pub scaling: f64,
+}
+
+impl ModuleRank {
+    pub(crate) fn resolve(
+        path: &str,
+        (r, alpha, use_rslora): (usize, f64, bool),
+        rank_pattern: &Patterns<usize>,
+        alpha_pattern: &Patterns<f64>,
+    ) -> Self {
+        let r = rank_pattern.lookup(path).copied().unwrap_or(r);
+        let alpha = alpha_pattern.lookup(path).copied().unwrap_or(alpha);
+        Self {
+            r,
+            alpha,
+            scaling: scaling(alpha, r, use_rslora),
+        }
+    }
+}
+
+/// The checks both config forms share: pattern keys compile, ranks and alphas are positive.
+pub(crate) fn check_patterns(
+    rank_pattern: &Patterns<usize>,
+    alpha_pattern: &Patterns<f64>,
+) -> Result<(), (String, String)> {
+    for (field, bad) in [
+        ("rank_pattern", rank_pattern.invalid_keys()),
+        ("alpha_pattern", alpha_pattern.invalid_keys()),
+    ] {
+        if let Some((k, e)) = bad.into_iter().next() {
+            return Err((field.into(), format!("key `{k}` is not a valid regular expression: {e}")));
+        }
+    }
+    if let Some((k, _)) = rank_pattern.0.iter().find(|(_, r)| *r == 0) {
+        return Err(("rank_pattern".into(), format!("`{k}`: a rank must be positive")));
+    }
+    if let Some((k, a)) = alpha_pattern.0.iter().find(|(_, a)| !(a.is_finite() && *a > 0.0)) {
+        return Err(("alpha_pattern".into(), format!("`{k}`: alpha {a} must be positive")));
+    }
+    Ok(())
 }
 
 fn default_rank() -> usize {
@@ -143,6 +204,9 @@ impl Default for LoraConfig {
             use_rslora: false,
             init_lora_weights: InitLoraWeights::Kaiming,
             layers_to_transform: None,
+            use_dora: false,
+            rank_pattern: Patterns::default(),
+            alpha_pattern: Patterns::default(),
         }
     }
 }
@@ -180,6 +244,52 @@ impl LoraConfig {
         scaling(self.alpha(), self.lora_rank, self.use_rslora)
     }
 
+    /// The rank and scaling of the adapter on the module at `path`.
+    pub fn module_rank(&self, path: &str) -> ModuleRank {
+        ModuleRank::resolve(
+            path,
+            (self.lora_rank, self.alpha(), self.use_rslora),
+            &self.rank_pattern,
+            &self.alpha_pattern,
+        )
+    }
+
+    /// Refuses `rank_pattern` / `alpha_pattern` keys that give one of the modules at `paths`
+    /// different values ([`Patterns::conflict`]): the saved adapter would not reload as trained.
+    pub fn check_patterns_for<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), LoraError> {
+        for path in paths {
+            let conflict = |field: &str, (a, b): (&str, &str)| {
+                invalid(
+                    field,
+                    format!(
+                        "keys `{a}` and `{b}` both match {path} with different values; PEFT saves \
+                         adapter_config.json with sorted keys, so the adapter would reload with the \
+                         other one: make the keys match disjoint modules"
+                    ),
+                )
+            };
+            if let Some(c) = self.rank_pattern.conflict(path) {
+                return Err(conflict("rank_pattern", c));
+            }
+            if let Some(c) = self.alpha_pattern.conflict(path) {
+                return Err(conflict("alpha_pattern", c));
+            }
+        }
+        Ok(())
+    }
+
+    /// The adapter variant these settings ask for.
+    pub fn variant(&self) -> LoraVariant {
+        if self.use_dora {
+            LoraVariant::Dora
+        } else {
+            LoraVariant::Lora
+        }
+    }
+
     /// Rejects settings that ember does not implement, naming the field.
     pub fn validate(&self) -> Result<(), LoraError> {
         if self.lora_rank == 0 {
@@ -214,6 +324,8 @@ impl LoraConfig {
                 hint: Some("use true, false or \"gaussian\"".into()),
             });
         }
+        check_patterns(&self.rank_pattern, &self.alpha_pattern)
+            .map_err(|(field, reason)| invalid(&field, reason))?;
         self.selector()?;
         Ok(())
     }
@@ -285,6 +397,32 @@ mod tests {
     }
 
     #[test]
+    fn dora_and_per_module_ranks() {
+        let c = LoraConfig::from_toml_str(
+            "lora_rank = 8\nuse_dora = true\n[rank_pattern]\n\"mlp.down_proj\" = 32\n\
+             \"layers.0.self_attn.q_proj\" = 2\n[alpha_pattern]\n\"down_proj\" = 8",
+        )
+        .expect("parses");
+        assert_eq!(c.variant(), LoraVariant::Dora);
+        let down = c.module_rank("model.layers.3.mlp.down_proj");
+        assert_eq!((down.r, down.alpha, down.scaling), (32, 8.0, 0.25));
+        let q0 = c.module_rank("model.layers.0.self_attn.q_proj");
+        assert_eq!((q0.r, q0.alpha, q0.scaling), (2, 16.0, 8.0));
+        let q1 = c.module_rank("model.layers.1.self_attn.q_proj");
+        assert_eq!((q1.r, q1.scaling), (8, 2.0));
+        c.check_patterns_for(["model.layers.1.mlp.down_proj"])
+            .expect("one key per module");
+        let e = LoraConfig::from_toml_str("[rank_pattern]\ndown_proj = 4\n\"layers.0.mlp.down_proj\" = 8")
+            .expect("valid alone")
+            .check_patterns_for(["model.layers.0.mlp.down_proj"])
+            .expect_err("conflict");
+        assert!(
+            e.to_string().contains("`down_proj` and `layers.0.mlp.down_proj` both match model.layers.0.mlp.down_proj"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_field() {
         let err = |t: &str| {
             LoraConfig::from_toml_str(t)
@@ -304,5 +442,8 @@ mod tests {
         assert!(err("lora_dropout = 1.0").contains("lora_dropout"));
         assert!(err("lora_alpha = -1.0").contains("lora_alpha"));
         assert!(err("lora_target = \"\"").contains("lora_target"));
+        assert!(err("[rank_pattern]\n\"q_proj\" = 0").contains("rank_pattern"));
+        assert!(err("[rank_pattern]\n\"(\" = 4").contains("not a valid regular expression"));
+        assert!(err("[alpha_pattern]\nq_proj = -1.0").contains("alpha_pattern"));
     }
 }

@@ -59,12 +59,14 @@ pub enum LoraError {
         key: String,
         reason: String,
     },
-    #[error("{path}: tensor `{key}` has rank {found}, but the adapter config says r = {expected}")]
+    #[error("{path}: tensor `{key}` has rank {found}, but the adapter config says {rank_from} = {expected}")]
     RankMismatch {
         path: PathBuf,
         key: String,
         expected: usize,
         found: usize,
+        /// Where the expected rank comes from: `r`, or a `rank_pattern` key.
+        rank_from: String,
     },
     #[error(
         "{path}: tensor `{key}` has shape {found:?}, the base model needs {expected:?} (an adapter for another base model?)"

@@ -35,7 +35,7 @@ use burn::record::Record;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::adapter::{LoraAdapter, LoraVariant};
+use crate::adapter::{BaseLayer, LoraAdapter, LoraVariant};
 
 /// Held while a dropout mask is seeded and drawn (the backends' generators are process-global).
 pub static DROPOUT_DRAW: Mutex<()> = Mutex::new(());
@@ -151,8 +151,8 @@ impl<B: Backend> LoraLinear<B> {
         self.adapter = None;
     }
 
-    /// The adapter's change to the base weight, `[out, in]`, in f32 and detached from any autodiff
-    /// graph (`scaling · B A` for plain LoRA).
+    /// The adapter's low-rank update `scaling · B A`, `[out, in]`, in f32 and detached from any
+    /// autodiff graph (what merging adds for plain LoRA; DoRA also rescales the rows).
     pub fn delta_weight(&self) -> Option<Tensor<B, 2>> {
         self.adapter.as_ref().map(LoraAdapter::delta_weight)
     }
@@ -164,27 +164,25 @@ impl<B: Backend> LoraLinear<B> {
     /// Adds the adapter into the base weight (math in f32, result in the base dtype); the forward
     /// then skips the adapter path. No effect without an adapter or when already merged.
     pub fn merge(&mut self) {
-        let Some(adapter) = self.adapter.as_ref().filter(|a| !a.is_merged()) else {
+        let weight = self.weight.val().detach();
+        let Some(adapter) = self.adapter.as_mut().filter(|a| !a.is_merged()) else {
             return;
         };
-        let merged = adapter.merge_into(self.weight.val().detach());
+        let merged = adapter.merge_into(weight);
+        adapter.set_merged(true);
         self.set_weight(merged);
-        if let Some(a) = self.adapter.as_mut() {
-            a.set_merged(true);
-        }
     }
 
     /// Subtracts a merged adapter from the base weight again (exact in f32 up to rounding; a bf16
     /// base loses what bf16 cannot hold, as in PEFT).
     pub fn unmerge(&mut self) {
-        let Some(adapter) = self.adapter.as_ref().filter(|a| a.is_merged()) else {
+        let weight = self.weight.val().detach();
+        let Some(adapter) = self.adapter.as_mut().filter(|a| a.is_merged()) else {
             return;
         };
-        let unmerged = adapter.unmerge_from(self.weight.val().detach());
+        let unmerged = adapter.unmerge_from(weight);
+        adapter.set_merged(false);
         self.set_weight(unmerged);
-        if let Some(a) = self.adapter.as_mut() {
-            a.set_merged(false);
-        }
     }
 
     /// Applies the layer to the last dimension of `x`.
@@ -193,13 +191,20 @@ impl<B: Backend> LoraLinear<B> {
         let (inp, out) = self.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<B, 2> = x.reshape([rows, inp]);
-        let mut y = x2.clone().matmul(self.weight.val().transpose());
-        if let Some(b) = &self.bias {
-            y = y + b.val().unsqueeze_dim(0);
+        let weight = self.weight.val();
+        let bias = self.bias.as_ref().map(Param::val);
+        let mut y = x2.clone().matmul(weight.clone().transpose());
+        if let Some(b) = &bias {
+            y = y + b.clone().unsqueeze_dim(0);
         }
         if let Some(adapter) = self.adapter.as_ref().filter(|a| !a.is_merged()) {
             let dropout_active = self.force_dropout || B::ad_enabled(&x2.device());
-            y = adapter.forward(x2, y, dropout_active);
+            let base = BaseLayer {
+                weight,
+                bias,
+                out: y,
+            };
+            y = adapter.forward(x2, base, dropout_active);
         }
         let mut out_dims = dims;
         out_dims[D - 1] = out;

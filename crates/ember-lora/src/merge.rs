@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
-use crate::LoraError;
+use crate::{LoraAdapter, LoraError};
 use crate::error::io_err;
 use crate::model::LoraModel;
 use crate::st::{self, AnyTensor, MappedFile, OwnedTensor};
@@ -50,8 +50,8 @@ fn is_weight_file(name: &str) -> bool {
 
 /// Writes `base_dir` with the model's adapters merged into `out_dir`: every safetensors file is
 /// rewritten under its own name with the same keys, dtypes and metadata, the weights of adapted
-/// layers replaced by `W + scaling · B A` (computed in f32 from the checkpoint's own values, then
-/// stored in the checkpoint's dtype); every other file (config.json, tokenizer files, the shard index)
+/// layers replaced by their merged weight (`W + scaling · B A` for plain LoRA; computed in f32 from
+/// the checkpoint's own values, then stored in the checkpoint's dtype); every other file (config.json, tokenizer files, the shard index)
 /// is copied. `out_dir` must not exist or be empty.
 pub fn export_merged<B: Backend, M: LoraModel<B>>(
     model: &M,
@@ -62,10 +62,10 @@ pub fn export_merged<B: Backend, M: LoraModel<B>>(
         dir: dir.to_path_buf(),
         reason,
     };
-    let mut deltas: BTreeMap<String, Tensor<B, 2>> = BTreeMap::new();
+    let mut deltas: BTreeMap<String, &LoraAdapter<B>> = BTreeMap::new();
     for (path, layer) in model.lora_linears() {
-        if let Some(d) = layer.delta_weight() {
-            deltas.insert(format!("{path}.weight"), d);
+        if let Some(adapter) = layer.adapter() {
+            deltas.insert(format!("{path}.weight"), adapter);
         }
     }
     if deltas.is_empty() {
@@ -119,7 +119,7 @@ pub fn export_merged<B: Backend, M: LoraModel<B>>(
                 out.push((key, AnyTensor::Borrowed(view)));
                 continue;
             };
-            let [out_f, in_f] = delta.dims();
+            let (out_f, in_f) = (delta.lora_b.dims()[0], delta.lora_a.dims()[1]);
             if view.shape() != [out_f, in_f] {
                 return Err(LoraError::ShapeMismatch {
                     path: src.path.clone(),
@@ -135,8 +135,8 @@ pub fn export_merged<B: Backend, M: LoraModel<B>>(
                     dtype: format!("{:?}", view.dtype()),
                 })?;
             let w = st::read_f32(&src, &key)?;
-            let merged =
-                Tensor::<B, 2>::from_data(w, &delta.device()).cast(DType::F32) + delta.clone();
+            let w = Tensor::<B, 2>::from_data(w, &delta.lora_a.device()).cast(DType::F32);
+            let merged = delta.merged_weight(w);
             let data = merged.into_data().convert_dtype(dtype);
             let owned =
                 OwnedTensor::from_data(data).ok_or_else(|| LoraError::UnsupportedDtype {

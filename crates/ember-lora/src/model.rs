@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::{Rng, SeedableRng};
 
-use crate::adapter::{LoraAdapter, LoraVariant};
+use crate::adapter::LoraAdapter;
 use crate::config::{InitLoraWeights, LoraConfig};
 use crate::seed::{fnv1a, normal, splitmix64};
 use crate::targets::TargetSelector;
@@ -172,7 +172,9 @@ pub fn initial_factors(
 
 /// Adds a freshly initialised adapter to every linear layer `cfg` targets (replacing adapters already
 /// there; other layers lose theirs) and returns the adapted paths. The initialisation is seeded and
-/// the same on every backend. Only the adapter factors are trainable afterwards.
+/// the same on every backend; each module gets its rank and scaling from
+/// [`LoraConfig::module_rank`] and its variant from [`LoraConfig::variant`] (DoRA's magnitude starts
+/// from the base weight). Only the adapters' parameters are trainable afterwards.
 pub fn apply_lora<B: Backend, M: LoraModel<B>>(
     model: &mut M,
     cfg: &LoraConfig,
@@ -186,20 +188,21 @@ pub fn apply_lora<B: Backend, M: LoraModel<B>>(
         .into_iter()
         .map(|l| l.path.clone())
         .collect();
-    let r = cfg.lora_rank;
+    cfg.check_patterns_for(chosen.iter().map(String::as_str))?;
     for (path, layer) in model.lora_linears_mut() {
         layer.remove_adapter();
         if !chosen.contains(&path) {
             continue;
         }
         let (inp, out) = layer.dims();
-        let (a, b) = initial_factors(&cfg.init_lora_weights, r, inp, out, seed, &path);
+        let rank = cfg.module_rank(&path);
+        let (a, b) = initial_factors(&cfg.init_lora_weights, rank.r, inp, out, seed, &path);
         let device = layer.weight.device();
         let mut adapter = LoraAdapter::new(
-            LoraVariant::Lora,
+            cfg.variant(),
             Tensor::from_data(a, &device),
             Tensor::from_data(b, &device),
-            cfg.scaling(),
+            rank.scaling,
             cfg.lora_dropout,
         );
         adapter.dropout_seed = layer_seed(seed, &path);

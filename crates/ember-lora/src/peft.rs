@@ -11,12 +11,13 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::adapter::{LoraAdapter, LoraVariant};
 use crate::LoraError;
-use crate::config::{InitLoraWeights, LoraConfig, scaling};
+use crate::config::{InitLoraWeights, LoraConfig, ModuleRank, check_patterns};
 use crate::error::io_err;
 use crate::model::{LoraModel, adapted_modules};
 use crate::st::{self, MappedFile, OwnedTensor};
-use crate::targets::{TargetModules, TargetSelector};
+use crate::targets::{Patterns, TargetModules, TargetSelector};
 
 /// File names PEFT uses (`peft/utils/constants.py`).
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -28,6 +29,14 @@ pub const KEY_PREFIX: &str = "base_model.model.";
 pub fn adapter_key(path: &str, factor: char) -> String {
     format!("{KEY_PREFIX}{path}.lora_{factor}.weight")
 }
+
+/// The key of DoRA's magnitude of the module at `path` (PEFT saves it without a `.weight`).
+pub fn magnitude_key(path: &str) -> String {
+    format!("{KEY_PREFIX}{path}.{MAGNITUDE}")
+}
+
+/// The last component of [`magnitude_key`], also the parameter's name in ember.
+const MAGNITUDE: &str = "lora_magnitude_vector";
 
 /// The fields of PEFT's `adapter_config.json` that decide what the adapter computes.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,18 +50,18 @@ pub struct AdapterConfig {
     pub layers_to_transform: Option<Vec<usize>>,
     pub layers_pattern: Option<Vec<String>>,
     pub init_lora_weights: InitLoraWeights,
+    pub use_dora: bool,
+    pub rank_pattern: Patterns<usize>,
+    pub alpha_pattern: Patterns<f64>,
     pub base_model_name_or_path: Option<String>,
     pub task_type: Option<String>,
 }
 
 /// Settings PEFT supports and ember does not: present with a non-empty value, they are an error.
 const UNSUPPORTED_WHEN_SET: &[&str] = &[
-    "use_dora",
     "fan_in_fan_out",
     "lora_bias",
     "modules_to_save",
-    "rank_pattern",
-    "alpha_pattern",
     "layer_replication",
     "target_parameters",
     "trainable_token_indices",
@@ -101,14 +110,30 @@ impl AdapterConfig {
             layers_to_transform: cfg.layers_to_transform.clone(),
             layers_pattern: None,
             init_lora_weights: cfg.init_lora_weights.clone(),
+            use_dora: cfg.use_dora,
+            rank_pattern: cfg.rank_pattern.clone(),
+            alpha_pattern: cfg.alpha_pattern.clone(),
             base_model_name_or_path: base_model_name_or_path.map(str::to_string),
             task_type: Some("CAUSAL_LM".into()),
         }
     }
 
-    /// `lora_alpha / r` or `lora_alpha / sqrt(r)`.
-    pub fn scaling(&self) -> f64 {
-        scaling(self.lora_alpha, self.r, self.use_rslora)
+    /// The rank and scaling of the adapter on the module at `path` (after the patterns).
+    pub fn module_rank(&self, path: &str) -> ModuleRank {
+        ModuleRank::resolve(
+            path,
+            (self.r, self.lora_alpha, self.use_rslora),
+            &self.rank_pattern,
+            &self.alpha_pattern,
+        )
+    }
+
+    pub fn variant(&self) -> LoraVariant {
+        if self.use_dora {
+            LoraVariant::Dora
+        } else {
+            LoraVariant::Lora
+        }
     }
 
     pub fn selector(&self) -> Result<TargetSelector, String> {
@@ -128,14 +153,22 @@ impl AdapterConfig {
             TargetModules::AllLinear => json!("all-linear"),
         };
         // PEFT writes integral alphas as ints.
-        let alpha = if self.lora_alpha.fract() == 0.0 && self.lora_alpha.abs() < 1e15 {
-            json!(self.lora_alpha as i64)
-        } else {
-            json!(self.lora_alpha)
+        let number = |x: f64| {
+            if x.fract() == 0.0 && x.abs() < 1e15 {
+                json!(x as i64)
+            } else {
+                json!(x)
+            }
         };
+        let alpha = number(self.lora_alpha);
+        // Keys sorted, as PEFT writes them (`json.dump(..., sort_keys=True)`), the patterns' too.
+        let rank_pattern: serde_json::Map<String, Value> =
+            self.rank_pattern.0.iter().map(|(k, r)| (k.clone(), json!(r))).collect();
+        let alpha_pattern: serde_json::Map<String, Value> =
+            self.alpha_pattern.0.iter().map(|(k, a)| (k.clone(), number(*a))).collect();
         json!({
             "alora_invocation_tokens": null,
-            "alpha_pattern": {},
+            "alpha_pattern": alpha_pattern,
             "arrow_config": null,
             "auto_mapping": null,
             "base_model_name_or_path": self.base_model_name_or_path,
@@ -160,13 +193,13 @@ impl AdapterConfig {
             "peft_type": "LORA",
             "qalora_group_size": 16,
             "r": self.r,
-            "rank_pattern": {},
+            "rank_pattern": rank_pattern,
             "revision": null,
             "target_modules": targets(&self.target_modules),
             "target_parameters": null,
             "task_type": self.task_type,
             "trainable_token_indices": null,
-            "use_dora": false,
+            "use_dora": self.use_dora,
             "use_qalora": false,
             "use_rslora": self.use_rslora,
         })
@@ -187,15 +220,26 @@ impl AdapterConfig {
         raw.validate(path)
     }
 
+    /// As [`AdapterConfig::from_json`], from the file's text: the patterns keep the file's order,
+    /// which decides where two keys match one module (PEFT's files have them sorted).
+    pub fn from_json_text(text: &str, path: &Path) -> Result<Self, LoraError> {
+        let bad = |reason: String| LoraError::AdapterConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if !v.is_object() {
+            return Err(bad("not a JSON object".into()));
+        }
+        let raw: PeftJson = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        raw.validate(path)
+    }
+
     /// Reads `dir/adapter_config.json`.
     pub fn from_dir(dir: &Path) -> Result<Self, LoraError> {
         let path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| LoraError::AdapterConfig {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Self::from_json(&v, &path)
+        Self::from_json_text(&text, &path)
     }
 }
 
@@ -231,6 +275,9 @@ struct PeftJson {
     layers_to_transform: Option<Shape<OneOrMany<u64>>>,
     layers_pattern: Option<Shape<OneOrMany<String>>>,
     init_lora_weights: Option<Shape<InitLoraWeights>>,
+    use_dora: Option<Shape<bool>>,
+    rank_pattern: Option<Shape<Patterns<u64>>>,
+    alpha_pattern: Option<Shape<Patterns<f64>>>,
     base_model_name_or_path: Option<Shape<String>>,
     task_type: Option<Shape<String>>,
     /// Everything else, checked against [`UNSUPPORTED_WHEN_SET`].
@@ -353,6 +400,33 @@ impl PeftJson {
                 return Err(bad(format!("`use_rslora` is not a boolean: {v}")));
             }
         };
+        let use_dora = match self.use_dora {
+            None => false,
+            Some(Shape::Ok(b)) => b,
+            Some(Shape::Other(v)) => {
+                return Err(bad(format!("`use_dora` is not a boolean: {v}")));
+            }
+        };
+        let rank_pattern = match self.rank_pattern {
+            None => Patterns::default(),
+            Some(Shape::Ok(p)) => Patterns(p.0.into_iter().map(|(k, r)| (k, r as usize)).collect()),
+            Some(Shape::Other(v)) => {
+                return Err(bad(format!(
+                    "`rank_pattern` must map module patterns to positive integers, found {v}"
+                )));
+            }
+        };
+        let alpha_pattern = match self.alpha_pattern {
+            None => Patterns::default(),
+            Some(Shape::Ok(p)) => p,
+            Some(Shape::Other(v)) => {
+                return Err(bad(format!(
+                    "`alpha_pattern` must map module patterns to numbers, found {v}"
+                )));
+            }
+        };
+        check_patterns(&rank_pattern, &alpha_pattern)
+            .map_err(|(field, reason)| bad(format!("`{field}` {reason}")))?;
         // Informational fields: a value of another type is dropped, not an error.
         let text = |v: Option<Shape<String>>| match v {
             Some(Shape::Ok(s)) => Some(s),
@@ -372,6 +446,9 @@ impl PeftJson {
                 Some(Shape::Ok(i)) => i,
                 Some(Shape::Other(v)) => InitLoraWeights::from_json(&v),
             },
+            use_dora,
+            rank_pattern,
+            alpha_pattern,
             base_model_name_or_path: text(self.base_model_name_or_path),
             task_type: text(self.task_type),
         };
@@ -469,25 +546,37 @@ pub fn save_peft<B: Backend, M: LoraModel<B>>(
         let Some(adapter) = layer.adapter() else {
             continue;
         };
-        if layer.rank() != Some(cfg.r) {
+        let want = cfg.module_rank(&path);
+        if layer.rank() != Some(want.r) {
             return Err(mismatch(format!(
                 "{path} has rank {:?}, the config says r = {}",
                 layer.rank(),
-                cfg.r
+                want.r
             )));
         }
-        if (adapter.scaling - cfg.scaling()).abs() > 1e-9 * cfg.scaling().abs() {
+        if (adapter.scaling - want.scaling).abs() > 1e-9 * want.scaling.abs() {
             return Err(mismatch(format!(
                 "{path} has scaling {}, the config gives {}",
-                adapter.scaling,
-                cfg.scaling()
+                adapter.scaling, want.scaling
             )));
         }
+        if adapter.variant != cfg.variant() {
+            return Err(mismatch(format!(
+                "{path} is a {:?} adapter, the config says use_dora = {}",
+                adapter.variant, cfg.use_dora
+            )));
+        }
+        let f32_data = |data: burn::tensor::TensorData| {
+            OwnedTensor::from_data(data.convert::<f32>())
+                .ok_or_else(|| mismatch("adapter is not f32".into()))
+        };
         for (factor, p) in [('A', &adapter.lora_a), ('B', &adapter.lora_b)] {
             let data = p.val().detach().cast(burn::tensor::DType::F32).into_data();
-            let t = OwnedTensor::from_data(data)
-                .ok_or_else(|| mismatch("adapter is not f32".into()))?;
-            tensors.push((adapter_key(&path, factor), t));
+            tensors.push((adapter_key(&path, factor), f32_data(data)?));
+        }
+        if let Some(m) = &adapter.lora_magnitude_vector {
+            let data = m.val().detach().cast(burn::tensor::DType::F32).into_data();
+            tensors.push((magnitude_key(&path), f32_data(data)?));
         }
     }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -506,6 +595,8 @@ pub fn save_peft<B: Backend, M: LoraModel<B>>(
 struct Factors {
     a: burn::tensor::TensorData,
     b: burn::tensor::TensorData,
+    /// DoRA's magnitude.
+    m: Option<burn::tensor::TensorData>,
 }
 
 /// Reads a PEFT adapter directory and checks it against `model` without changing the model.
@@ -532,13 +623,8 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
     let st = file.tensors()?;
     let mut keys: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     keys.sort();
-    let mut found: BTreeMap<
-        String,
-        (
-            Option<burn::tensor::TensorData>,
-            Option<burn::tensor::TensorData>,
-        ),
-    > = BTreeMap::new();
+    type Slot = Option<burn::tensor::TensorData>;
+    let mut found: BTreeMap<String, (Slot, Slot, Slot)> = BTreeMap::new();
     for key in &keys {
         let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
             return Err(unexpected(
@@ -550,10 +636,18 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
             (m, 'A')
         } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
             (m, 'B')
+        } else if let Some(m) = rest.strip_suffix(&format!(".{MAGNITUDE}")) {
+            if !cfg.use_dora {
+                return Err(unexpected(
+                    key,
+                    format!("a DoRA magnitude, but {ADAPTER_CONFIG} does not set `use_dora`"),
+                ));
+            }
+            (m, 'm')
         } else {
             return Err(unexpected(
                 key,
-                "not a LoRA factor (`.lora_A.weight` / `.lora_B.weight`); DoRA, LoRA biases, embeddings and modules_to_save are not supported".into(),
+                "not a LoRA factor (`.lora_A.weight` / `.lora_B.weight`) or DoRA magnitude (`.lora_magnitude_vector`); LoRA biases, embeddings and modules_to_save are not supported".into(),
             ));
         };
         let Some(&(inp, out)) = all_linears.get(module) else {
@@ -575,19 +669,26 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
         }
         let data = st::read_f32(&file, key)?;
         let shape = data.shape.to_vec();
+        let r = cfg.module_rank(module).r;
         let (expected, rank_dim) = match factor {
-            'A' => (vec![cfg.r, inp], 0),
-            _ => (vec![out, cfg.r], 1),
+            'A' => (vec![r, inp], 0),
+            'B' => (vec![out, r], 1),
+            _ => (vec![out], 0),
         };
-        if shape.len() == 2
-            && shape[rank_dim] != cfg.r
+        if factor != 'm'
+            && shape.len() == 2
+            && shape[rank_dim] != r
             && shape[1 - rank_dim] == expected[1 - rank_dim]
         {
             return Err(LoraError::RankMismatch {
                 path: weights_path.clone(),
                 key: key.clone(),
-                expected: cfg.r,
+                expected: r,
                 found: shape[rank_dim],
+                rank_from: match cfg.rank_pattern.key_for(module) {
+                    Some(k) => format!("rank_pattern `{k}`"),
+                    None => "r".into(),
+                },
             });
         }
         if shape != expected {
@@ -601,7 +702,8 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
         let slot = found.entry(module.to_string()).or_default();
         match factor {
             'A' => slot.0 = Some(data),
-            _ => slot.1 = Some(data),
+            'B' => slot.1 = Some(data),
+            _ => slot.2 = Some(data),
         }
     }
     let mut factors = BTreeMap::new();
@@ -612,11 +714,22 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
             reason: reason.to_string(),
         };
         match found.remove(module) {
-            Some((Some(a), Some(b))) => {
-                factors.insert(module.clone(), Factors { a, b });
+            Some((Some(_), Some(_), None)) if cfg.use_dora => {
+                return Err(LoraError::MissingKey {
+                    path: weights_path.clone(),
+                    key: magnitude_key(module),
+                    reason: format!("{ADAPTER_CONFIG} sets `use_dora`"),
+                });
             }
-            Some((None, _)) => return Err(missing('A', "lora_B is there but lora_A is not")),
-            Some((_, None)) => return Err(missing('B', "lora_A is there but lora_B is not")),
+            Some((Some(a), Some(b), m)) => {
+                factors.insert(module.clone(), Factors { a, b, m });
+            }
+            Some((None, _, _)) => {
+                return Err(missing('A', "the module has other adapter keys but not lora_A"));
+            }
+            Some((_, None, _)) => {
+                return Err(missing('B', "the module has other adapter keys but not lora_B"));
+            }
             None => {
                 return Err(missing(
                     'A',
@@ -638,17 +751,21 @@ pub fn load_peft<B: Backend, M: LoraModel<B>>(
     dir: &Path,
 ) -> Result<AdapterConfig, LoraError> {
     let (cfg, mut factors) = read_checked(model, dir)?;
-    let scaling = cfg.scaling();
     for (path, layer) in model.lora_linears_mut() {
         layer.remove_adapter();
         if let Some(f) = factors.remove(&path) {
             let device = layer.weight.device();
-            layer.set_adapter(
+            let mut adapter = LoraAdapter::new(
+                cfg.variant(),
                 Tensor::from_data(f.a, &device),
                 Tensor::from_data(f.b, &device),
-                scaling,
+                cfg.module_rank(&path).scaling,
                 cfg.lora_dropout,
             );
+            if let Some(m) = f.m {
+                adapter.set_magnitude(Tensor::from_data(m, &device));
+            }
+            layer.install(adapter);
         }
     }
     Ok(cfg)
@@ -701,7 +818,11 @@ mod tests {
         assert!(e(read(json!({"r": 4}))).contains("`peft_type` is missing"));
         let ia3 = e(with("peft_type", json!("IA3")));
         assert!(ia3.contains("`peft_type` = \"IA3\" is not supported (only LORA adapters)"));
-        assert!(e(with("use_dora", json!(true))).contains("`use_dora` = true is not supported"));
+        assert!(e(with("fan_in_fan_out", json!(true))).contains("`fan_in_fan_out` = true is not supported"));
+        assert!(e(with("use_dora", json!("yes"))).contains("`use_dora` is not a boolean"));
+        assert!(e(with("rank_pattern", json!({"q_proj": 0}))).contains("a rank must be positive"));
+        assert!(e(with("rank_pattern", json!([4]))).contains("`rank_pattern` must map"));
+        assert!(e(with("alpha_pattern", json!({"(": 4}))).contains("not a valid regular expression"));
         assert!(e(with("bias", json!("all"))).contains("only \"none\" is implemented"));
         assert!(e(with("r", json!(0))).contains("`r` must be a positive integer, found 0"));
         assert!(e(with("r", json!(2.5))).contains("`r` must be a positive integer, found 2.5"));

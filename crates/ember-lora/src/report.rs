@@ -6,6 +6,7 @@ use std::fmt;
 use burn::tensor::backend::Backend;
 
 use crate::LoraError;
+use crate::adapter::LoraVariant;
 use crate::config::LoraConfig;
 use crate::model::{LoraModel, ModelShape};
 
@@ -21,11 +22,14 @@ impl ParamReport {
     pub fn from_shape(shape: &ModelShape, cfg: &LoraConfig) -> Result<Self, LoraError> {
         cfg.validate()?;
         let selector = cfg.selector()?;
-        let r = cfg.lora_rank as u64;
-        let trainable: u64 = shape
-            .select(&selector)?
+        let chosen = shape.select(&selector)?;
+        cfg.check_patterns_for(chosen.iter().map(|l| l.path.as_str()))?;
+        let trainable: u64 = chosen
             .iter()
-            .map(|l| r * (l.in_features + l.out_features) as u64)
+            .map(|l| {
+                let r = cfg.module_rank(&l.path).r;
+                adapter_params(r, l.in_features, l.out_features, cfg.use_dora)
+            })
             .sum();
         Ok(Self {
             trainable,
@@ -41,7 +45,8 @@ impl ParamReport {
             .filter(|(_, l)| l.has_adapter())
             .map(|(_, l)| {
                 let (inp, out) = l.dims();
-                (l.rank().unwrap_or(0) * (inp + out)) as u64
+                let dora = l.adapter().is_some_and(|a| a.variant == LoraVariant::Dora);
+                adapter_params(l.rank().unwrap_or(0), inp, out, dora)
             })
             .sum();
         Self {
@@ -58,6 +63,11 @@ impl ParamReport {
             100.0 * self.trainable as f64 / self.all as f64
         }
     }
+}
+
+/// The trainable parameters of one adapter: `r (in + out)`, plus DoRA's magnitude `[out]`.
+pub fn adapter_params(r: usize, in_features: usize, out_features: usize, dora: bool) -> u64 {
+    (r * (in_features + out_features) + if dora { out_features } else { 0 }) as u64
 }
 
 /// `1234567` -> `1,234,567` (Python's `{:,d}`).

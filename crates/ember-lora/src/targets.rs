@@ -172,6 +172,103 @@ impl TargetSelector {
     }
 }
 
+/// PEFT's per-module overrides `rank_pattern` / `alpha_pattern`: keys are regular expressions (or
+/// plain module names) and the first key, in the order written, that matches a module path as
+/// `(.*\.)?(key)$` from its start decides (`get_pattern_key` in `peft/utils/other.py`). The order
+/// is kept because it decides between overlapping keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patterns<T>(pub Vec<(String, T)>);
+
+impl<T> Default for Patterns<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Patterns<T> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn regex(key: &str) -> Result<Regex, regex::Error> {
+        Regex::new(&format!(r"^(?:.*\.)?(?:{key})$"))
+    }
+
+    /// The first key matching the module `path`, and its value.
+    fn first_match(&self, path: &str) -> Option<&(String, T)> {
+        self.0
+            .iter()
+            .find(|(k, _)| Self::regex(k).is_ok_and(|re| re.is_match(path)))
+    }
+
+    /// The value of the first key matching the module `path`.
+    pub fn lookup(&self, path: &str) -> Option<&T> {
+        self.first_match(path).map(|(_, v)| v)
+    }
+
+    /// The first key matching the module `path`.
+    pub fn key_for(&self, path: &str) -> Option<&str> {
+        self.first_match(path).map(|(k, _)| k.as_str())
+    }
+
+    /// Two keys that both match `path` with different values, if any: PEFT applies the first one
+    /// but saves the keys sorted, so such an adapter reloads with a different rank or alpha.
+    pub fn conflict(&self, path: &str) -> Option<(&str, &str)>
+    where
+        T: PartialEq,
+    {
+        let matching: Vec<&(String, T)> = self
+            .0
+            .iter()
+            .filter(|(k, _)| Self::regex(k).is_ok_and(|re| re.is_match(path)))
+            .collect();
+        let first = matching.first()?;
+        matching
+            .iter()
+            .find(|(_, v)| *v != first.1)
+            .map(|other| (first.0.as_str(), other.0.as_str()))
+    }
+
+    /// Every key that is not a valid regular expression, with the reason.
+    pub fn invalid_keys(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter_map(|(k, _)| Self::regex(k).err().map(|e| (k.clone(), e.to_string())))
+            .collect()
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Patterns<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Ordered<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Ordered<T> {
+            type Value = Patterns<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of module patterns")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, T>()? {
+                    out.push((k, v));
+                }
+                Ok(Patterns(out))
+            }
+        }
+        d.deserialize_map(Ordered(std::marker::PhantomData))
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for Patterns<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +331,30 @@ mod tests {
         assert!(!s.selects("model.layers.0.self_attn.v_proj", &[]));
         assert!(!s.selects("model.layers.0.self_attn.q_proj.extra", &[]));
         assert!(TargetSelector::new(TargetModules::Regex("(".into()), None, None, None).is_err());
+    }
+
+    #[test]
+    fn patterns_match_as_peft_first_key_first() {
+        let p = Patterns(vec![
+            ("layers.0.self_attn.q_proj".to_string(), 8),
+            (r"layers\.\d+\.mlp\..*".to_string(), 2),
+            ("q_proj".to_string(), 4),
+        ]);
+        assert_eq!(p.lookup("model.layers.0.self_attn.q_proj"), Some(&8));
+        assert_eq!(p.lookup("model.layers.1.self_attn.q_proj"), Some(&4));
+        assert_eq!(p.lookup("model.layers.1.mlp.up_proj"), Some(&2));
+        // A key matches whole path components at the end, not a suffix of a name.
+        assert_eq!(p.lookup("model.layers.1.self_attn.xq_proj"), None);
+        assert_eq!(p.lookup("model.layers.1.self_attn.k_proj"), None);
+        let ordered: Patterns<usize> =
+            serde_json::from_str(r#"{"z_proj": 1, "a_proj": 2}"#).expect("json");
+        assert_eq!(ordered.0[0].0, "z_proj", "the order written is kept");
+        assert_eq!(Patterns(vec![("(".to_string(), 1)]).invalid_keys().len(), 1);
+        assert_eq!(
+            p.conflict("model.layers.0.self_attn.q_proj"),
+            Some(("layers.0.self_attn.q_proj", "q_proj"))
+        );
+        assert_eq!(p.conflict("model.layers.1.self_attn.q_proj"), None);
     }
 
     #[test]

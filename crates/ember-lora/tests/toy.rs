@@ -9,7 +9,8 @@ use burn::tensor::{DType, ElementConversion, Tensor, TensorData, backend::Backen
 use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_key};
 use ember_lora::{
-    AdapterConfig, InitLoraWeights, LoraConfig, LoraError, LoraLinear, LoraModel, ParamReport,
+    AdapterConfig, InitLoraWeights, LoraAdapter, LoraConfig, LoraError, LoraLinear, LoraModel,
+    LoraVariant, ParamReport,
     TargetModules, apply_lora, export_merged, load_peft, merge, merge_and_unload, save_peft,
     set_dropout_seed, unmerge,
 };
@@ -851,7 +852,7 @@ fn peft_format_round_trips_and_bad_dirs_give_clear_errors() {
             }),
         );
         assert!(
-            e.contains("lora_magnitude_vector") && e.contains("not a LoRA factor"),
+            e.contains("lora_magnitude_vector") && e.contains("does not set `use_dora`"),
             "{e}"
         );
     });
@@ -905,3 +906,140 @@ fn a_typo_in_the_targets_or_a_layer_past_the_model_is_named() {
 }
 
 ember_testing::backend_coverage_test!();
+
+/// DoRA on one biased layer: PEFT's formula in f64 on the host.
+fn dora_reference(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    a: &[f32],
+    b: &[f32],
+    m: &[f32],
+    (rows, inp, out, r, s): (usize, usize, usize, usize, f64),
+) -> Vec<f32> {
+    // V = W + s·BA and its row norms.
+    let v: Vec<f64> = (0..out * inp)
+        .map(|i| {
+            let (o, j) = (i / inp, i % inp);
+            w[i] as f64 + s * (0..r).map(|k| b[o * r + k] as f64 * a[k * inp + j] as f64).sum::<f64>()
+        })
+        .collect();
+    let norm: Vec<f64> = (0..out)
+        .map(|o| (0..inp).map(|j| v[o * inp + j].powi(2)).sum::<f64>().sqrt())
+        .collect();
+    let mut y = vec![0.0f32; rows * out];
+    for i in 0..rows {
+        for o in 0..out {
+            let vx: f64 = (0..inp).map(|j| v[o * inp + j] * x[i * inp + j] as f64).sum();
+            y[i * out + o] = (m[o] as f64 / norm[o] * vx + bias[o] as f64) as f32;
+        }
+    }
+    y
+}
+
+#[test]
+fn dora_computes_peft_formula_merges_and_trains_its_magnitude() {
+    on_backends!(Op, |B, device| {
+        let (r, s) = (3, 1.5);
+        let mut layer = lin::<B>(3, IN, HID, true, DType::F32, &device);
+        let a = Tensor::<B, 2>::from_data(TensorData::new(seeded(21, [r, IN]), [r, IN]), &device);
+        let b = Tensor::<B, 2>::from_data(TensorData::new(seeded(22, [HID, r]), [HID, r]), &device);
+        layer.install(LoraAdapter::new(LoraVariant::Dora, a.clone(), b.clone(), s, 0.0));
+        let ad = layer.adapter().expect("adapter");
+        let m0 = to_vec(ad.lora_magnitude_vector.as_ref().expect("magnitude").val());
+        assert_eq!(m0.len(), HID);
+        // PEFT's init: m = ‖W + s·BA‖ per row, so the layer starts as plain LoRA computes.
+        let x = input::<B>(&device);
+        let (xv, wv, bv) = (
+            to_vec(x.clone()),
+            to_vec(layer.weight.val()),
+            to_vec(layer.bias.as_ref().expect("bias").val()),
+        );
+        let (av, bbv) = (to_vec(a.clone()), to_vec(b.clone()));
+        let dims = (3, IN, HID, r, s);
+        let y0 = to_vec(layer.forward(x.clone()));
+        let d = max_abs_diff(&y0, &dora_reference(&xv, &wv, &bv, &av, &bbv, &m0, dims));
+        assert!(d <= 1e-5, "DoRA at init differs from PEFT's formula by {d}");
+        let mut plain = lin::<B>(3, IN, HID, true, DType::F32, &device);
+        plain.set_adapter(a.clone(), b.clone(), s, 0.0);
+        assert!(max_abs_diff(&y0, &to_vec(plain.forward(x.clone()))) <= 1e-5);
+
+        // Another magnitude (as a trained or loaded one): the rows rescale to it.
+        let m1: Vec<f32> = m0.iter().enumerate().map(|(i, v)| v * (0.5 + 0.1 * i as f32)).collect();
+        layer
+            .adapter_mut()
+            .expect("adapter")
+            .set_magnitude(Tensor::from_data(TensorData::new(m1.clone(), [HID]), &device));
+        let y1 = to_vec(layer.forward(x.clone()));
+        let want = dora_reference(&xv, &wv, &bv, &av, &bbv, &m1, dims);
+        let d = max_abs_diff(&y1, &want);
+        assert!(d <= 1e-5, "DoRA differs from PEFT's formula by {d}");
+
+        // While dropout applies, the base term is recomputed from the dropped input (PEFT): with a
+        // mask that keeps everything, it equals the other branch, bias counted once.
+        let mut dropping = layer.clone();
+        dropping.adapter_mut().expect("adapter").dropout = 1e-12;
+        dropping.set_force_dropout(true);
+        let d = max_abs_diff(&to_vec(dropping.forward(x.clone())), &y1);
+        assert!(d <= 1e-5, "the dropout branch differs by {d}");
+
+        // Merging rescales W's rows; unmerging needs the norms recorded at the merge.
+        let w0 = to_vec(layer.weight.val());
+        layer.merge();
+        let d = max_abs_diff(&to_vec(layer.forward(x.clone())), &y1);
+        assert!(d <= 1e-5, "merged DoRA differs from unmerged by {d}");
+        layer.unmerge();
+        assert!(max_abs_diff(&to_vec(layer.weight.val()), &w0) <= 1e-6);
+        assert!(max_abs_diff(&to_vec(layer.forward(x.clone())), &y1) <= 1e-5);
+
+        // The magnitude is trainable; the norm is detached (PEFT), so B's gradient is the one
+        // autodiff gives through the scaled low-rank term only.
+        let grads = layer.forward(x).powf_scalar(2.0).sum().backward();
+        let ad = layer.adapter().expect("adapter");
+        let gm = ad.lora_magnitude_vector.as_ref().expect("m").grad(&grads).expect("gradient of m");
+        assert!(to_vec(gm).iter().all(|g| g.is_finite()) && layer.weight.grad(&grads).is_none());
+        assert_eq!(ad.num_adapter_params(), r * (IN + HID) + HID);
+    });
+}
+
+#[test]
+fn dora_and_rank_patterns_are_counted_and_applied_per_module() {
+    on_backends!(Op, |B, device| {
+        let mut m = Toy::<B>::new(DType::F32, &device);
+        let c = LoraConfig::from_toml_str(
+            "lora_rank = 2\nuse_dora = true\nlora_target = \"up,down\"\n\
+             [rank_pattern]\n\"layers\\\\.1\\\\.down\" = 5\n[alpha_pattern]\nup = 8",
+        )
+        .expect("config");
+        apply_lora(&mut m, &c, 3).expect("apply");
+        let up = m.layers[1].up.adapter().expect("up");
+        assert_eq!((up.rank(), up.scaling, up.variant), (2, 4.0, LoraVariant::Dora));
+        let down = m.layers[1].down.adapter().expect("down");
+        assert_eq!((down.rank(), down.scaling), (5, 0.8));
+        assert_eq!(m.layers[0].down.rank(), Some(2));
+        let report = ParamReport::of_model(&m);
+        assert_eq!(report, ParamReport::from_shape(&m.shape(), &c).expect("report"));
+        let want = 2 * (2 * (IN + HID) + HID) + (2 * (HID + IN) + IN) + (5 * (HID + IN) + IN);
+        assert_eq!(report.trainable, want as u64);
+        assert_eq!(report.all, m.num_params() as u64);
+        // Saved and reloaded: same ranks, scalings, variant and magnitude.
+        let dir = tempfile::tempdir().expect("tmp");
+        let ac = AdapterConfig::from_lora_config(&c, &ember_lora::adapted_modules(&m), None);
+        save_peft(&m, &ac, dir.path()).expect("save");
+        let mut again = Toy::<B>::new(DType::F32, &device);
+        assert_eq!(load_peft(&mut again, dir.path()).expect("load"), ac);
+        for ((p, x), (_, y)) in m.lora_linears().into_iter().zip(again.lora_linears()) {
+            let (x, y) = (x.adapter(), y.adapter());
+            assert_eq!(x.map(|a| (a.rank(), a.scaling, a.variant)), y.map(|a| (a.rank(), a.scaling, a.variant)), "{p}");
+            let mag = |a: Option<&LoraAdapter<B>>| {
+                a.and_then(|a| a.lora_magnitude_vector.as_ref()).map(|m| to_vec(m.val()))
+            };
+            assert_eq!(mag(x), mag(y), "{p}");
+        }
+        // Two keys that give one module different ranks are refused before anything is built.
+        let bad = LoraConfig::from_toml_str("[rank_pattern]\ndown = 4\n\"layers.0.down\" = 8").expect("valid alone");
+        let e = apply_lora(&mut m, &bad, 3).expect_err("conflict").to_string();
+        assert!(e.contains("layers.0.down") && e.contains("sorted keys"), "{e}");
+        assert!(ParamReport::from_shape(&m.shape(), &bad).is_err());
+    });
+}

@@ -44,6 +44,11 @@ impl Default for AdamWConfig {
 /// Which parameters skip weight decay, by path name.
 pub type NoDecayFn = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// A parameter's learning-rate factor from its path and number of dimensions: torch's parameter
+/// groups with their own `lr` under one schedule (LambdaLR scales every group's initial `lr` by the
+/// same factor), as LoRA+ builds them.
+pub type LrScaleFn = Box<dyn Fn(&str, usize) -> f64 + Send + Sync>;
+
 /// Per-parameter state, as torch's `state[p]`: its own step count and f32 moments.
 pub(crate) struct ParamState<B: Backend> {
     pub(crate) step: u64,
@@ -61,6 +66,7 @@ pub struct Moments<B: Backend, const D: usize> {
 pub struct AdamW<B: AutodiffBackend> {
     pub(crate) config: AdamWConfig,
     no_decay: NoDecayFn,
+    lr_scale: Option<LrScaleFn>,
     pub(crate) state: BTreeMap<String, ParamState<B::InnerBackend>>,
 }
 
@@ -71,6 +77,7 @@ impl<B: AutodiffBackend> AdamW<B> {
         Self {
             config,
             no_decay: Box::new(hf_no_decay),
+            lr_scale: None,
             state: BTreeMap::new(),
         }
     }
@@ -82,6 +89,21 @@ impl<B: AutodiffBackend> AdamW<B> {
     ) -> Self {
         self.no_decay = Box::new(no_decay);
         self
+    }
+
+    /// Gives each parameter the step's `lr` times `lr_scale(path, dims)` (its group's lr); the
+    /// decoupled weight decay uses that lr too, as torch's does. Without it every factor is 1.
+    pub fn with_lr_scale(
+        mut self,
+        lr_scale: impl Fn(&str, usize) -> f64 + Send + Sync + 'static,
+    ) -> Self {
+        self.lr_scale = Some(Box::new(lr_scale));
+        self
+    }
+
+    /// The learning-rate factor of the parameter at `path` with `dims` dimensions.
+    pub fn lr_scale(&self, path: &str, dims: usize) -> f64 {
+        self.lr_scale.as_ref().map_or(1.0, |f| f(path, dims))
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -140,6 +162,7 @@ impl<B: AutodiffBackend> AdamW<B> {
         } else {
             0.0
         };
+        let lr = lr * self.lr_scale(&path, D);
         // Moments and arithmetic are f32 whatever the parameter's storage type.
         let dtype = param.dtype();
         let param = param.cast(FloatDType::F32);

@@ -261,31 +261,42 @@ impl BackendOp for PeftParity {
             serde_json::from_value(r.adapter(name)["keys"].clone()).expect("keys");
         let mut lora_ids = BTreeSet::new();
         let mut checked = 0;
+        let module_ranks = r.adapter(name)["module_ranks"]
+            .as_object()
+            .expect("module_ranks");
         for (path, layer) in model.lora_linears() {
-            let Some((a, bb)) = layer.adapter().map(|ad| (&ad.lora_a, &ad.lora_b)) else {
+            let Some(ad) = layer.adapter() else {
+                assert!(!module_ranks.contains_key(&path), "{path}: PEFT adapts it");
                 continue;
             };
-            for (factor, p) in [('A', a), ('B', bb)] {
-                let key = ember_lora::peft::adapter_key(&path, factor);
+            // The rank and scaling PEFT resolved (rank_pattern / alpha_pattern) for this module.
+            let want = &module_ranks[&path];
+            assert_eq!(Some(want[0].as_u64().expect("r") as usize), layer.rank(), "{name}: {path}");
+            assert_eq!(ad.scaling, want[1].as_f64().expect("scaling"), "{name}: {path}");
+            let mut params = vec![
+                (ember_lora::peft::adapter_key(&path, 'A'), ad.lora_a.id, ad.lora_a.grad(&grads).map(to_vec)),
+                (ember_lora::peft::adapter_key(&path, 'B'), ad.lora_b.id, ad.lora_b.grad(&grads).map(to_vec)),
+            ];
+            if let Some(m) = &ad.lora_magnitude_vector {
+                params.push((ember_lora::peft::magnitude_key(&path), m.id, m.grad(&grads).map(to_vec)));
+            }
+            for (key, id, g) in params {
                 assert!(
                     keys.contains(&key),
                     "{key} is adapted but PEFT has no such key"
                 );
-                let g = to_vec(
-                    p.grad(&grads)
-                        .unwrap_or_else(|| panic!("{key}: no gradient")),
-                );
+                let g = g.unwrap_or_else(|| panic!("{key}: no gradient"));
                 let want = r.f32s(&format!("{name}.grad.{key}"));
                 let rel = max_rel_diff(&g, &want);
                 assert!(
                     rel <= 1e-4,
                     "{name}: gradient of {key} differs from PEFT's (rel {rel:.2e})"
                 );
-                lora_ids.insert(p.id);
+                lora_ids.insert(id);
                 checked += 1;
             }
         }
-        assert_eq!(checked, keys.len(), "{name}: every PEFT factor compared");
+        assert_eq!(checked, keys.len(), "{name}: every PEFT tensor compared");
         let mut probe = GradProbe::<B> {
             grads: &grads,
             with_grad: BTreeSet::new(),
@@ -294,7 +305,7 @@ impl BackendOp for PeftParity {
         model.visit(&mut probe);
         assert_eq!(
             probe.with_grad, lora_ids,
-            "{name}: only the adapter factors may get gradients"
+            "{name}: only the adapters' parameters may get gradients"
         );
         assert!(probe.without > 0);
 
@@ -306,7 +317,24 @@ impl BackendOp for PeftParity {
             acfg.use_rslora,
             lora["use_rslora"].as_bool().unwrap_or(false)
         );
+        assert_eq!(acfg.use_dora, lora["use_dora"].as_bool().unwrap_or(false));
+        let report = ember_lora::ParamReport::of_model(&model);
+        assert_eq!(
+            report.trainable,
+            checked_params(&r, name),
+            "{name}: the trainable-parameter count is the sum of PEFT's saved tensors"
+        );
     }
+}
+
+/// The number of values in PEFT's saved adapter tensors (every one of them is trainable).
+fn checked_params(r: &Reference, name: &str) -> u64 {
+    let keys: Vec<String> = serde_json::from_value(r.adapter(name)["keys"].clone()).expect("keys");
+    let bytes = std::fs::read(adapter_dir(name).join("adapter_model.safetensors")).expect("file");
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    keys.iter()
+        .map(|k| st.tensor(k).expect("key").shape().iter().product::<usize>() as u64)
+        .sum()
 }
 
 #[test]
@@ -315,6 +343,9 @@ fn peft_adapters_give_peft_logits_loss_and_gradients() {
         "qwen3-tiny-adapter",
         "qwen3-tiny-tied-adapter",
         "qwen3-tiny-rslora-adapter",
+        "qwen3-tiny-dora-adapter",
+        "qwen3-tiny-tied-dora-adapter",
+        "qwen3-tiny-patterns-adapter",
     ] {
         assert!(!for_each_backend(|| PeftParity { adapter }).is_empty());
     }
@@ -366,6 +397,16 @@ impl BackendOp for SaveReload {
                 (x.map(|ad| &ad.lora_a), y.map(|ad| &ad.lora_a)),
                 (x.map(|ad| &ad.lora_b), y.map(|ad| &ad.lora_b)),
             ] {
+                assert_eq!(
+                    a.as_ref().map(|t| to_vec(t.val())),
+                    b.as_ref().map(|t| to_vec(t.val())),
+                    "{p}"
+                );
+            }
+            for (a, b) in [(
+                x.and_then(|ad| ad.lora_magnitude_vector.as_ref()),
+                y.and_then(|ad| ad.lora_magnitude_vector.as_ref()),
+            )] {
                 assert_eq!(
                     a.as_ref().map(|t| to_vec(t.val())),
                     b.as_ref().map(|t| to_vec(t.val())),
@@ -446,7 +487,12 @@ impl BackendOp for SaveReload {
 
 #[test]
 fn ember_saved_adapters_reload_and_equal_peft_files() {
-    for adapter in ["qwen3-tiny-adapter", "qwen3-tiny-rslora-adapter"] {
+    for adapter in [
+        "qwen3-tiny-adapter",
+        "qwen3-tiny-rslora-adapter",
+        "qwen3-tiny-dora-adapter",
+        "qwen3-tiny-patterns-adapter",
+    ] {
         assert!(!for_each_backend(|| SaveReload { adapter }).is_empty());
     }
 }
@@ -573,7 +619,13 @@ impl BackendOp for MergeExportGenerate {
 
 #[test]
 fn merged_models_and_exports_compute_and_generate_as_the_adapter() {
-    for adapter in ["qwen3-tiny-adapter", "qwen3-tiny-tied-adapter"] {
+    for adapter in [
+        "qwen3-tiny-adapter",
+        "qwen3-tiny-tied-adapter",
+        "qwen3-tiny-dora-adapter",
+        "qwen3-tiny-tied-dora-adapter",
+        "qwen3-tiny-patterns-adapter",
+    ] {
         assert!(!for_each_backend(|| MergeExportGenerate { adapter }).is_empty());
     }
 }

@@ -57,6 +57,16 @@ pub struct Fingerprint {
     pub weight_decay: f64,
     pub seed: u64,
     pub disable_shuffling: bool,
+    // Later additions: a checkpoint written before them reads as the defaults.
+    #[serde(default)]
+    pub use_dora: bool,
+    /// `rank_pattern` and `alpha_pattern` as adapter_config.json writes them.
+    #[serde(default)]
+    pub rank_pattern: String,
+    #[serde(default)]
+    pub alpha_pattern: String,
+    #[serde(default)]
+    pub loraplus_lr_ratio: Option<f64>,
 }
 
 impl Fingerprint {
@@ -83,6 +93,10 @@ impl Fingerprint {
             weight_decay: cfg.train.weight_decay,
             seed: cfg.train.seed,
             disable_shuffling: cfg.train.disable_shuffling,
+            use_dora: adapter.use_dora,
+            rank_pattern: adapter.to_json()["rank_pattern"].to_string(),
+            alpha_pattern: adapter.to_json()["alpha_pattern"].to_string(),
+            loraplus_lr_ratio: cfg.train.loraplus_lr_ratio,
         }
     }
 

@@ -119,6 +119,9 @@ pub struct TrainArgs {
     /// Continue a run: a `checkpoint-N` path, or `true` for the latest complete checkpoint in
     /// `output_dir` (HF/LLaMA-Factory semantics).
     pub resume_from_checkpoint: Option<ResumeFrom>,
+    /// LoRA+ (LLaMA-Factory `loraplus_lr_ratio`): the B matrices, and every 1-D adapter parameter
+    /// (DoRA's magnitude), train at `learning_rate × ratio` ([`crate::step::loraplus_lr_scale`]).
+    pub loraplus_lr_ratio: Option<f64>,
 }
 
 /// `resume_from_checkpoint = "path/to/checkpoint-N"` or `true` / `false`.
@@ -182,6 +185,7 @@ impl Default for TrainArgs {
             gradient_checkpointing: true,
             disable_gradient_checkpointing: false,
             resume_from_checkpoint: None,
+            loraplus_lr_ratio: None,
         }
     }
 }
@@ -547,6 +551,14 @@ impl FinetuneConfig {
             if !(v.is_finite() && v >= 0.0) {
                 return err(key, format!("must be finite and >= 0, got {v}"));
             }
+        }
+        if let Some(r) = t.loraplus_lr_ratio
+            && !(r.is_finite() && r > 0.0)
+        {
+            return err(
+                "train.loraplus_lr_ratio",
+                format!("must be finite and > 0, got {r}"),
+            );
         }
         if t.max_steps <= 0 && (t.num_train_epochs.is_nan() || t.num_train_epochs <= 0.0) {
             return err(

@@ -126,6 +126,10 @@ pub const RULES: &[(&str, Rule)] = &[
         Rule::NoEffect("batches are built in the training process"),
     ),
     ("ddp_timeout", Rule::NoEffect("ember trains in one process")),
+    (
+        "loraplus_lr_embedding",
+        Rule::NoEffect("ember adapts no embedding layers, which this LoRA+ learning rate is for"),
+    ),
 ];
 
 /// The rule for a LLaMA-Factory key, if it has one.

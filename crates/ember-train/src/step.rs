@@ -64,6 +64,20 @@ pub fn dropout_seed(seed: u64, micro_batch: u64) -> u64 {
     ember_lora::seed::mix64(seed ^ micro_batch.wrapping_mul(ember_lora::seed::GOLDEN_GAMMA))
 }
 
+/// LoRA+'s parameter groups as LLaMA-Factory builds them (`_create_loraplus_optimizer`): the B
+/// matrices and every 1-D trainable parameter (DoRA's magnitude) at `lr × ratio`, the rest (the A
+/// matrices) at `lr`, all under one schedule and with the same weight-decay rule. The logged
+/// learning rate stays the base one (HF logs the first group's).
+pub fn loraplus_lr_scale(ratio: f64) -> impl Fn(&str, usize) -> f64 + Send + Sync + 'static {
+    move |path: &str, dims: usize| {
+        if path.ends_with(".lora_b") || dims == 1 {
+            ratio
+        } else {
+            1.0
+        }
+    }
+}
+
 /// One optimizer step over `window`; returns the updated model.
 ///
 /// A non-finite loss or gradient norm stops before the optimizer touches the model

@@ -293,6 +293,9 @@ impl<'a, B: AutodiffBackend> Training<'a, B> {
             eps: t.adam_epsilon,
             weight_decay: t.weight_decay,
         });
+        if let Some(ratio) = t.loraplus_lr_ratio {
+            opt = opt.with_lr_scale(crate::step::loraplus_lr_scale(ratio));
+        }
         let mut sched = Run::<B>::scheduler_for(cfg, plan)?;
         let fingerprint =
             Fingerprint::of(cfg, run.adapter_cfg, run.data.train.len(), plan.max_steps);

@@ -454,10 +454,11 @@ fn adapters() -> Vec<Case> {
         c("adapter_rank_mismatch_weights", |d| adapter_config(d, "r", json!(8)), GEN_AD, &["adapter"]),
         c("adapter_unknown_target", |d| adapter_config(d, "target_modules", json!(["q_proj", "foo_proj"])), GEN_AD, &["foo_proj"]),
         c("adapter_peft_type_prefix", |d| adapter_config(d, "peft_type", json!("PREFIX_TUNING")), GEN_AD, &["peft_type", "PREFIX_TUNING"]),
-        c("adapter_dora", |d| adapter_config(d, "use_dora", json!(true)), GEN_AD, &["use_dora"]),
+        c("adapter_dora_without_magnitude", |d| adapter_config(d, "use_dora", json!(true)), GEN_AD, &["lora_magnitude_vector", "use_dora"]),
         c("adapter_layers_past_the_model", |d| adapter_config(d, "layers_to_transform", json!([5])), GEN_AD, &["layers_to_transform"]),
         c("adapter_modules_to_save", |d| adapter_config(d, "modules_to_save", json!(["lm_head"])), GEN_AD, &["modules_to_save"]),
-        c("adapter_rank_pattern", |d| adapter_config(d, "rank_pattern", json!({"q_proj": 2})), GEN_AD, &["rank_pattern"]),
+        c("adapter_rank_pattern_mismatch_weights", |d| adapter_config(d, "rank_pattern", json!({"q_proj": 2})), GEN_AD, &["q_proj", "rank_pattern `q_proj` = 2"]),
+        c("adapter_rank_pattern_bad_regex", |d| adapter_config(d, "rank_pattern", json!({"q_(proj": 2})), GEN_AD, &["adapter_config.json", "rank_pattern", "q_(proj"]),
         c("adapter_weights_garbage", |d| { adapter(d); write(d, "adapter/adapter_model.safetensors", "garbage"); }, GEN_AD, &["adapter_model.safetensors"]),
         c("adapter_for_another_model", |d| { adapter(d); write_bytes(d, "adapter/adapter_model.safetensors", &safetensors(&[
             ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", "F32", &[4, 64]),
