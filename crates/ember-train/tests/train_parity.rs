@@ -55,6 +55,12 @@ fn reference_data() -> SftData {
 
 /// The HF run's settings as an ember config.
 fn config(out: &Path) -> FinetuneConfig {
+    config_for(out, "")
+}
+
+/// The settings of a variant of the HF run (`""`, `"dora"` or `"loraplus"`; see the fixture
+/// script), starting from that variant's initial adapter.
+fn config_for(out: &Path, variant: &str) -> FinetuneConfig {
     let text = format!(
         r#"
 [model]
@@ -88,11 +94,16 @@ output_dir = "{out}"
 save_strategy = "no"
 "#,
         model = root().join("fixtures/tiny/qwen3-tiny").display(),
-        adapter = fixture().join("initial_adapter").display(),
+        adapter = fixture().join(variant).join("initial_adapter").display(),
         out = out.display(),
         data = root().join("fixtures/demo").display(),
     );
-    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("test.toml"), &[])
+    let set: &[String] = match variant {
+        "dora" => &["lora.use_dora=true".to_string()][..],
+        "loraplus" => &["train.loraplus_lr_ratio=4".to_string()][..],
+        _ => &[],
+    };
+    FinetuneConfig::from_table(text.parse().expect("toml"), Path::new("test.toml"), set)
         .expect("config")
 }
 
@@ -126,13 +137,15 @@ struct Train {
     fresh_dropout: Option<f64>,
     /// `dtype = "bf16"`, saving a checkpoint per epoch.
     bf16: bool,
+    /// Which HF run ([`config_for`]).
+    variant: &'static str,
 }
 
 impl BackendOp for Train {
     type Output = (Vec<LogEntry>, BTreeMap<String, Vec<f32>>);
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let out = tempfile::tempdir().expect("tempdir");
-        let mut cfg = config(out.path());
+        let mut cfg = config_for(out.path(), self.variant);
         cfg.train.gradient_checkpointing = self.recompute;
         if let Some(p) = self.fresh_dropout {
             cfg.model.adapter_name_or_path = None;
@@ -161,13 +174,15 @@ impl BackendOp for Train {
 /// NaN-aware relative difference (panics on a non-finite value).
 use ember_testing::{max_abs_diff, rel};
 
-#[test]
-fn steps_losses_and_adapter_equal_hf_trainer() {
-    let text =
-        std::fs::read_to_string(fixture().join("log_history.json")).expect("log_history.json");
+/// Runs the `variant` of the parity config with ember (layer recompute on and off, every backend)
+/// and checks every logged loss, grad_norm, learning rate, eval loss and the final adapter against
+/// HF Trainer's run of it.
+fn assert_trains_as_hf_trainer(variant: &'static str) {
+    let dir = fixture().join(variant);
+    let text = std::fs::read_to_string(dir.join("log_history.json")).expect("log_history.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     let want: Vec<LogEntry> = serde_json::from_value(v["log_history"].clone()).expect("entries");
-    let want_adapter = read_adapter(&fixture().join("final_adapter/adapter_model.safetensors"));
+    let want_adapter = read_adapter(&dir.join("final_adapter/adapter_model.safetensors"));
     // Layer recompute (the default) and the full-graph backward both match HF.
     let mut runs = Vec::new();
     for recompute in [true, false] {
@@ -175,8 +190,9 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
             recompute,
             fresh_dropout: None,
             bf16: false,
+            variant,
         }) {
-            runs.push((format!("{backend} (recompute {recompute})"), out));
+            runs.push((format!("{variant} {backend} (recompute {recompute})"), out));
         }
     }
     assert!(!runs.is_empty());
@@ -249,6 +265,19 @@ fn steps_losses_and_adapter_equal_hf_trainer() {
     }
 }
 
+#[test]
+fn steps_losses_and_adapter_equal_hf_trainer() {
+    assert_trains_as_hf_trainer("");
+}
+
+/// DoRA (its magnitude trains, with the weight norm recomputed every step) and LoRA+ (the B
+/// matrices in their own learning-rate group) against HF Trainer runs of the same settings.
+#[test]
+fn dora_and_loraplus_train_as_hf_trainer() {
+    assert_trains_as_hf_trainer("dora");
+    assert_trains_as_hf_trainer("loraplus");
+}
+
 /// With LoRA dropout on, layer recompute must replay each micro-batch's masks: the whole run (every
 /// logged loss and grad_norm, the final adapter) equals the full-graph run's.
 #[test]
@@ -256,6 +285,7 @@ fn recompute_trains_exactly_as_the_full_graph_with_dropout() {
     let runs = |recompute, p| {
         for_each_backend(|| Train {
             recompute,
+            variant: "",
             fresh_dropout: Some(p),
             bf16: false,
         })
@@ -317,6 +347,7 @@ fn bf16_base_trains_close_to_the_f32_reference() {
         recompute: true,
         fresh_dropout: None,
         bf16: true,
+        variant: "",
     });
     for (backend, (got, _)) in runs {
         assert_eq!(got.len(), want.len());
