@@ -78,6 +78,9 @@ pub struct Args {
     /// Base weight dtype: f32 | bf16 (adapters, optimizer state and loss stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// DoRA adapters on both sides (PEFT `use_dora=True`; r 16 on the 7 projections as always).
+    #[arg(long)]
+    dora: bool,
     /// Peak dense TFLOP/s of the device, for MFU (default: 989, an H200's bf16, on GPUs; none on CPU).
     #[arg(long)]
     peak_tflops: Option<f64>,
@@ -112,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seq: args.seq,
         recompute: args.recompute,
         dtype: args.dtype,
+        dora: args.dora,
         peak_tflops: args.peak_tflops,
         json: args.json,
         child_command: ChildCommand {

@@ -146,7 +146,12 @@ impl<B: Backend> LoraAdapter<B> {
     }
 
     /// See [`AdapterVariant::forward`].
-    pub fn forward(&self, x: Tensor<B, 2>, base: BaseLayer<B>, dropout_active: bool) -> Tensor<B, 2> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        base: BaseLayer<B>,
+        dropout_active: bool,
+    ) -> Tensor<B, 2> {
         match self.variant {
             LoraVariant::Lora => PlainLora.forward(self, x, base, dropout_active),
             LoraVariant::Dora => Dora.forward(self, x, base, dropout_active),
@@ -273,14 +278,12 @@ fn dora_norm<B: Backend>(adapter: &LoraAdapter<B>, weight: &Tensor<B, 2>) -> Ten
 }
 
 impl Dora {
-    /// `m`, which [`AdapterVariant::init`] guarantees.
-    #[allow(clippy::expect_used, reason = "init sets the magnitude of every DoRA adapter")]
-    fn magnitude<B: Backend>(adapter: &LoraAdapter<B>) -> Tensor<B, 1> {
+    /// `m`; [`AdapterVariant::init`] sets it, and before that it is what init would set, `norm`.
+    fn magnitude<B: Backend>(adapter: &LoraAdapter<B>, norm: &Tensor<B, 1>) -> Tensor<B, 1> {
         adapter
             .lora_magnitude_vector
             .as_ref()
-            .expect("a DoRA adapter has its magnitude once installed")
-            .val()
+            .map_or_else(|| norm.clone(), Param::val)
     }
 }
 
@@ -304,7 +307,7 @@ impl<B: Backend> AdapterVariant<B> for Dora {
         let x = x.cast(adapter_dtype);
         let weight = base.weight.cast(adapter_dtype);
         let norm = dora_norm(adapter, &weight);
-        let scale = (Self::magnitude(adapter) / norm).unsqueeze_dim::<2>(0);
+        let scale = (Self::magnitude(adapter, &norm) / norm).unsqueeze_dim::<2>(0);
         let (h, base_result) = if adapter.dropout_applies(dropout_active) {
             let h = adapter.dropout_input(x, dropout_active);
             let base_result = h.clone().matmul(weight.transpose());
@@ -325,7 +328,7 @@ impl<B: Backend> AdapterVariant<B> for Dora {
         let dtype = weight.dtype();
         let norm = dora_norm(adapter, &weight);
         adapter.merged_norm = Some(norm.clone().into_data());
-        let factor = (Self::magnitude(adapter).detach() / norm).unsqueeze_dim::<2>(1);
+        let factor = (Self::magnitude(adapter, &norm).detach() / norm).unsqueeze_dim::<2>(1);
         (factor * (weight.cast(DType::F32) + adapter.delta_weight())).cast(dtype)
     }
 
@@ -337,7 +340,7 @@ impl<B: Backend> AdapterVariant<B> for Dora {
             return weight;
         };
         let norm = Tensor::<B, 1>::from_data(norm, &device);
-        let factor = (Self::magnitude(adapter).detach() / norm).unsqueeze_dim::<2>(1);
+        let factor = (Self::magnitude(adapter, &norm).detach() / norm).unsqueeze_dim::<2>(1);
         (weight.cast(DType::F32) / factor - adapter.delta_weight()).cast(dtype)
     }
 }

@@ -171,14 +171,27 @@ pub(crate) fn check_patterns(
         ("alpha_pattern", alpha_pattern.invalid_keys()),
     ] {
         if let Some((k, e)) = bad.into_iter().next() {
-            return Err((field.into(), format!("key `{k}` is not a valid regular expression: {e}")));
+            return Err((
+                field.into(),
+                format!("key `{k}` is not a valid regular expression: {e}"),
+            ));
         }
     }
     if let Some((k, _)) = rank_pattern.0.iter().find(|(_, r)| *r == 0) {
-        return Err(("rank_pattern".into(), format!("`{k}`: a rank must be positive")));
+        return Err((
+            "rank_pattern".into(),
+            format!("`{k}`: a rank must be positive"),
+        ));
     }
-    if let Some((k, a)) = alpha_pattern.0.iter().find(|(_, a)| !(a.is_finite() && *a > 0.0)) {
-        return Err(("alpha_pattern".into(), format!("`{k}`: alpha {a} must be positive")));
+    if let Some((k, a)) = alpha_pattern
+        .0
+        .iter()
+        .find(|(_, a)| !(a.is_finite() && *a > 0.0))
+    {
+        return Err((
+            "alpha_pattern".into(),
+            format!("`{k}`: alpha {a} must be positive"),
+        ));
     }
     Ok(())
 }
@@ -412,12 +425,16 @@ mod tests {
         assert_eq!((q1.r, q1.scaling), (8, 2.0));
         c.check_patterns_for(["model.layers.1.mlp.down_proj"])
             .expect("one key per module");
-        let e = LoraConfig::from_toml_str("[rank_pattern]\ndown_proj = 4\n\"layers.0.mlp.down_proj\" = 8")
-            .expect("valid alone")
-            .check_patterns_for(["model.layers.0.mlp.down_proj"])
-            .expect_err("conflict");
+        let e = LoraConfig::from_toml_str(
+            "[rank_pattern]\ndown_proj = 4\n\"layers.0.mlp.down_proj\" = 8",
+        )
+        .expect("valid alone")
+        .check_patterns_for(["model.layers.0.mlp.down_proj"])
+        .expect_err("conflict");
         assert!(
-            e.to_string().contains("`down_proj` and `layers.0.mlp.down_proj` both match model.layers.0.mlp.down_proj"),
+            e.to_string().contains(
+                "`down_proj` and `layers.0.mlp.down_proj` both match model.layers.0.mlp.down_proj"
+            ),
             "{e}"
         );
     }

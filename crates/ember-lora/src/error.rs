@@ -59,7 +59,9 @@ pub enum LoraError {
         key: String,
         reason: String,
     },
-    #[error("{path}: tensor `{key}` has rank {found}, but the adapter config says {rank_from} = {expected}")]
+    #[error(
+        "{path}: tensor `{key}` has rank {found}, but the adapter config says {rank_from} = {expected}"
+    )]
     RankMismatch {
         path: PathBuf,
         key: String,

@@ -1,4 +1,5 @@
-//! Merging adapters into the base weights (`W + scaling · B A`, math in f32), unmerging, and writing
+//! Merging adapters into the base weights (`W + scaling · B A` for plain LoRA, DoRA's rescaled rows;
+//! math in f32; each variant's merge in [`crate::adapter`]), unmerging, and writing
 //! a merged Hugging Face model directory that any HF loader reads as a plain model.
 
 use std::collections::BTreeMap;
@@ -6,10 +7,10 @@ use std::path::Path;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
-use crate::{LoraAdapter, LoraError};
 use crate::error::io_err;
 use crate::model::LoraModel;
 use crate::st::{self, AnyTensor, MappedFile, OwnedTensor};
+use crate::{LoraAdapter, LoraError};
 
 /// Adds every adapter into its base weight; forwards then use the merged weights only.
 pub fn merge<B: Backend, M: LoraModel<B>>(model: &mut M) {

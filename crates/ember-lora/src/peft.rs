@@ -1,5 +1,6 @@
 //! The PEFT adapter format: a directory with `adapter_model.safetensors` (keys
-//! `base_model.model.<module path>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]`, f32) and
+//! `base_model.model.<module path>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]`, f32,
+//! with DoRA also `.lora_magnitude_vector` `[out]`; `r` per module after `rank_pattern`) and
 //! `adapter_config.json` (a dump of PEFT's `LoraConfig`). What ember saves PEFT, vLLM and
 //! LLaMA-Factory load, and adapters they wrote load here; anything that does not fit the model is an
 //! error naming the key.
@@ -11,8 +12,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::adapter::{LoraAdapter, LoraVariant};
 use crate::LoraError;
+use crate::adapter::{LoraAdapter, LoraVariant};
 use crate::config::{InitLoraWeights, LoraConfig, ModuleRank, check_patterns};
 use crate::error::io_err;
 use crate::model::{LoraModel, adapted_modules};
@@ -162,10 +163,18 @@ impl AdapterConfig {
         };
         let alpha = number(self.lora_alpha);
         // Keys sorted, as PEFT writes them (`json.dump(..., sort_keys=True)`), the patterns' too.
-        let rank_pattern: serde_json::Map<String, Value> =
-            self.rank_pattern.0.iter().map(|(k, r)| (k.clone(), json!(r))).collect();
-        let alpha_pattern: serde_json::Map<String, Value> =
-            self.alpha_pattern.0.iter().map(|(k, a)| (k.clone(), number(*a))).collect();
+        let rank_pattern: serde_json::Map<String, Value> = self
+            .rank_pattern
+            .0
+            .iter()
+            .map(|(k, r)| (k.clone(), json!(r)))
+            .collect();
+        let alpha_pattern: serde_json::Map<String, Value> = self
+            .alpha_pattern
+            .0
+            .iter()
+            .map(|(k, a)| (k.clone(), number(*a)))
+            .collect();
         json!({
             "alora_invocation_tokens": null,
             "alpha_pattern": alpha_pattern,
@@ -725,10 +734,16 @@ fn read_checked<B: Backend, M: LoraModel<B>>(
                 factors.insert(module.clone(), Factors { a, b, m });
             }
             Some((None, _, _)) => {
-                return Err(missing('A', "the module has other adapter keys but not lora_A"));
+                return Err(missing(
+                    'A',
+                    "the module has other adapter keys but not lora_A",
+                ));
             }
             Some((_, None, _)) => {
-                return Err(missing('B', "the module has other adapter keys but not lora_B"));
+                return Err(missing(
+                    'B',
+                    "the module has other adapter keys but not lora_B",
+                ));
             }
             None => {
                 return Err(missing(
@@ -818,11 +833,16 @@ mod tests {
         assert!(e(read(json!({"r": 4}))).contains("`peft_type` is missing"));
         let ia3 = e(with("peft_type", json!("IA3")));
         assert!(ia3.contains("`peft_type` = \"IA3\" is not supported (only LORA adapters)"));
-        assert!(e(with("fan_in_fan_out", json!(true))).contains("`fan_in_fan_out` = true is not supported"));
+        assert!(
+            e(with("fan_in_fan_out", json!(true)))
+                .contains("`fan_in_fan_out` = true is not supported")
+        );
         assert!(e(with("use_dora", json!("yes"))).contains("`use_dora` is not a boolean"));
         assert!(e(with("rank_pattern", json!({"q_proj": 0}))).contains("a rank must be positive"));
         assert!(e(with("rank_pattern", json!([4]))).contains("`rank_pattern` must map"));
-        assert!(e(with("alpha_pattern", json!({"(": 4}))).contains("not a valid regular expression"));
+        assert!(
+            e(with("alpha_pattern", json!({"(": 4}))).contains("not a valid regular expression")
+        );
         assert!(e(with("bias", json!("all"))).contains("only \"none\" is implemented"));
         assert!(e(with("r", json!(0))).contains("`r` must be a positive integer, found 0"));
         assert!(e(with("r", json!(2.5))).contains("`r` must be a positive integer, found 2.5"));

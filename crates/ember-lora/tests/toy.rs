@@ -10,9 +10,8 @@ use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::peft::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_key};
 use ember_lora::{
     AdapterConfig, InitLoraWeights, LoraAdapter, LoraConfig, LoraError, LoraLinear, LoraModel,
-    LoraVariant, ParamReport,
-    TargetModules, apply_lora, export_merged, load_peft, merge, merge_and_unload, save_peft,
-    set_dropout_seed, unmerge,
+    LoraVariant, ParamReport, TargetModules, apply_lora, export_merged, load_peft, merge,
+    merge_and_unload, save_peft, set_dropout_seed, unmerge,
 };
 use ember_testing::{for_each_backend, max_abs, max_abs_diff};
 
@@ -921,7 +920,10 @@ fn dora_reference(
     let v: Vec<f64> = (0..out * inp)
         .map(|i| {
             let (o, j) = (i / inp, i % inp);
-            w[i] as f64 + s * (0..r).map(|k| b[o * r + k] as f64 * a[k * inp + j] as f64).sum::<f64>()
+            w[i] as f64
+                + s * (0..r)
+                    .map(|k| b[o * r + k] as f64 * a[k * inp + j] as f64)
+                    .sum::<f64>()
         })
         .collect();
     let norm: Vec<f64> = (0..out)
@@ -930,7 +932,9 @@ fn dora_reference(
     let mut y = vec![0.0f32; rows * out];
     for i in 0..rows {
         for o in 0..out {
-            let vx: f64 = (0..inp).map(|j| v[o * inp + j] * x[i * inp + j] as f64).sum();
+            let vx: f64 = (0..inp)
+                .map(|j| v[o * inp + j] * x[i * inp + j] as f64)
+                .sum();
             y[i * out + o] = (m[o] as f64 / norm[o] * vx + bias[o] as f64) as f32;
         }
     }
@@ -944,7 +948,13 @@ fn dora_computes_peft_formula_merges_and_trains_its_magnitude() {
         let mut layer = lin::<B>(3, IN, HID, true, DType::F32, &device);
         let a = Tensor::<B, 2>::from_data(TensorData::new(seeded(21, [r, IN]), [r, IN]), &device);
         let b = Tensor::<B, 2>::from_data(TensorData::new(seeded(22, [HID, r]), [HID, r]), &device);
-        layer.install(LoraAdapter::new(LoraVariant::Dora, a.clone(), b.clone(), s, 0.0));
+        layer.install(LoraAdapter::new(
+            LoraVariant::Dora,
+            a.clone(),
+            b.clone(),
+            s,
+            0.0,
+        ));
         let ad = layer.adapter().expect("adapter");
         let m0 = to_vec(ad.lora_magnitude_vector.as_ref().expect("magnitude").val());
         assert_eq!(m0.len(), HID);
@@ -965,11 +975,18 @@ fn dora_computes_peft_formula_merges_and_trains_its_magnitude() {
         assert!(max_abs_diff(&y0, &to_vec(plain.forward(x.clone()))) <= 1e-5);
 
         // Another magnitude (as a trained or loaded one): the rows rescale to it.
-        let m1: Vec<f32> = m0.iter().enumerate().map(|(i, v)| v * (0.5 + 0.1 * i as f32)).collect();
+        let m1: Vec<f32> = m0
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (0.5 + 0.1 * i as f32))
+            .collect();
         layer
             .adapter_mut()
             .expect("adapter")
-            .set_magnitude(Tensor::from_data(TensorData::new(m1.clone(), [HID]), &device));
+            .set_magnitude(Tensor::from_data(
+                TensorData::new(m1.clone(), [HID]),
+                &device,
+            ));
         let y1 = to_vec(layer.forward(x.clone()));
         let want = dora_reference(&xv, &wv, &bv, &av, &bbv, &m1, dims);
         let d = max_abs_diff(&y1, &want);
@@ -996,7 +1013,12 @@ fn dora_computes_peft_formula_merges_and_trains_its_magnitude() {
         // autodiff gives through the scaled low-rank term only.
         let grads = layer.forward(x).powf_scalar(2.0).sum().backward();
         let ad = layer.adapter().expect("adapter");
-        let gm = ad.lora_magnitude_vector.as_ref().expect("m").grad(&grads).expect("gradient of m");
+        let gm = ad
+            .lora_magnitude_vector
+            .as_ref()
+            .expect("m")
+            .grad(&grads)
+            .expect("gradient of m");
         assert!(to_vec(gm).iter().all(|g| g.is_finite()) && layer.weight.grad(&grads).is_none());
         assert_eq!(ad.num_adapter_params(), r * (IN + HID) + HID);
     });
@@ -1013,12 +1035,18 @@ fn dora_and_rank_patterns_are_counted_and_applied_per_module() {
         .expect("config");
         apply_lora(&mut m, &c, 3).expect("apply");
         let up = m.layers[1].up.adapter().expect("up");
-        assert_eq!((up.rank(), up.scaling, up.variant), (2, 4.0, LoraVariant::Dora));
+        assert_eq!(
+            (up.rank(), up.scaling, up.variant),
+            (2, 4.0, LoraVariant::Dora)
+        );
         let down = m.layers[1].down.adapter().expect("down");
         assert_eq!((down.rank(), down.scaling), (5, 0.8));
         assert_eq!(m.layers[0].down.rank(), Some(2));
         let report = ParamReport::of_model(&m);
-        assert_eq!(report, ParamReport::from_shape(&m.shape(), &c).expect("report"));
+        assert_eq!(
+            report,
+            ParamReport::from_shape(&m.shape(), &c).expect("report")
+        );
         let want = 2 * (2 * (IN + HID) + HID) + (2 * (HID + IN) + IN) + (5 * (HID + IN) + IN);
         assert_eq!(report.trainable, want as u64);
         assert_eq!(report.all, m.num_params() as u64);
@@ -1030,16 +1058,27 @@ fn dora_and_rank_patterns_are_counted_and_applied_per_module() {
         assert_eq!(load_peft(&mut again, dir.path()).expect("load"), ac);
         for ((p, x), (_, y)) in m.lora_linears().into_iter().zip(again.lora_linears()) {
             let (x, y) = (x.adapter(), y.adapter());
-            assert_eq!(x.map(|a| (a.rank(), a.scaling, a.variant)), y.map(|a| (a.rank(), a.scaling, a.variant)), "{p}");
+            assert_eq!(
+                x.map(|a| (a.rank(), a.scaling, a.variant)),
+                y.map(|a| (a.rank(), a.scaling, a.variant)),
+                "{p}"
+            );
             let mag = |a: Option<&LoraAdapter<B>>| {
-                a.and_then(|a| a.lora_magnitude_vector.as_ref()).map(|m| to_vec(m.val()))
+                a.and_then(|a| a.lora_magnitude_vector.as_ref())
+                    .map(|m| to_vec(m.val()))
             };
             assert_eq!(mag(x), mag(y), "{p}");
         }
         // Two keys that give one module different ranks are refused before anything is built.
-        let bad = LoraConfig::from_toml_str("[rank_pattern]\ndown = 4\n\"layers.0.down\" = 8").expect("valid alone");
-        let e = apply_lora(&mut m, &bad, 3).expect_err("conflict").to_string();
-        assert!(e.contains("layers.0.down") && e.contains("sorted keys"), "{e}");
+        let bad = LoraConfig::from_toml_str("[rank_pattern]\ndown = 4\n\"layers.0.down\" = 8")
+            .expect("valid alone");
+        let e = apply_lora(&mut m, &bad, 3)
+            .expect_err("conflict")
+            .to_string();
+        assert!(
+            e.contains("layers.0.down") && e.contains("sorted keys"),
+            "{e}"
+        );
         assert!(ParamReport::from_shape(&m.shape(), &bad).is_err());
     });
 }

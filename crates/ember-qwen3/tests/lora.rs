@@ -14,8 +14,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData, backend::Backend};
 use ember_backend::{AutodiffBackend, BackendOp};
 use ember_lora::{
-    AdapterConfig, LoraConfig, LoraError, LoraModel, ParamReport, TargetModules, export_merged,
-    load_peft, merge, save_peft, unmerge,
+    AdapterConfig, LoraAdapter, LoraConfig, LoraError, LoraModel, ParamReport, TargetModules,
+    export_merged, load_peft, merge, save_peft, unmerge,
 };
 use ember_qwen3::lora::model_shape;
 use ember_qwen3::{
@@ -271,14 +271,34 @@ impl BackendOp for PeftParity {
             };
             // The rank and scaling PEFT resolved (rank_pattern / alpha_pattern) for this module.
             let want = &module_ranks[&path];
-            assert_eq!(Some(want[0].as_u64().expect("r") as usize), layer.rank(), "{name}: {path}");
-            assert_eq!(ad.scaling, want[1].as_f64().expect("scaling"), "{name}: {path}");
+            assert_eq!(
+                Some(want[0].as_u64().expect("r") as usize),
+                layer.rank(),
+                "{name}: {path}"
+            );
+            assert_eq!(
+                ad.scaling,
+                want[1].as_f64().expect("scaling"),
+                "{name}: {path}"
+            );
             let mut params = vec![
-                (ember_lora::peft::adapter_key(&path, 'A'), ad.lora_a.id, ad.lora_a.grad(&grads).map(to_vec)),
-                (ember_lora::peft::adapter_key(&path, 'B'), ad.lora_b.id, ad.lora_b.grad(&grads).map(to_vec)),
+                (
+                    ember_lora::peft::adapter_key(&path, 'A'),
+                    ad.lora_a.id,
+                    ad.lora_a.grad(&grads).map(to_vec),
+                ),
+                (
+                    ember_lora::peft::adapter_key(&path, 'B'),
+                    ad.lora_b.id,
+                    ad.lora_b.grad(&grads).map(to_vec),
+                ),
             ];
             if let Some(m) = &ad.lora_magnitude_vector {
-                params.push((ember_lora::peft::magnitude_key(&path), m.id, m.grad(&grads).map(to_vec)));
+                params.push((
+                    ember_lora::peft::magnitude_key(&path),
+                    m.id,
+                    m.grad(&grads).map(to_vec),
+                ));
             }
             for (key, id, g) in params {
                 assert!(
@@ -403,16 +423,11 @@ impl BackendOp for SaveReload {
                     "{p}"
                 );
             }
-            for (a, b) in [(
-                x.and_then(|ad| ad.lora_magnitude_vector.as_ref()),
-                y.and_then(|ad| ad.lora_magnitude_vector.as_ref()),
-            )] {
-                assert_eq!(
-                    a.as_ref().map(|t| to_vec(t.val())),
-                    b.as_ref().map(|t| to_vec(t.val())),
-                    "{p}"
-                );
-            }
+            let magnitude = |ad: Option<&LoraAdapter<_>>| {
+                ad.and_then(|ad| ad.lora_magnitude_vector.as_ref())
+                    .map(|m| to_vec(m.val()))
+            };
+            assert_eq!(magnitude(x), magnitude(y), "{p}: DoRA magnitude");
         }
         // Same tensors and the same PEFT settings as PEFT's own directory.
         let peft_bytes =

@@ -34,6 +34,20 @@ pub struct MemoryInputs {
     /// Layer recompute (`gradient_checkpointing`): the backward keeps each layer's input and one
     /// layer's activations at a time.
     pub recompute: bool,
+    /// DoRA adapters: what their weight norms add ([`DoraWeights`]); `None` for plain LoRA.
+    pub dora: Option<DoraWeights>,
+}
+
+/// The adapted weights DoRA works on, in elements.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DoraWeights {
+    /// The adapted weights of one decoder layer (`Σ in·out` over its adapted projections).
+    pub per_layer: u64,
+    /// The largest adapted weight.
+    pub largest: u64,
+    /// `lora_dropout > 0`: the forward's base term is then `dropout(x) Wᵀ` on an f32 copy of `W`,
+    /// which the backward keeps (PEFT computes it so).
+    pub dropout: bool,
 }
 
 /// The estimate, by part, with ember's memory features (chunked attention and chunked
@@ -45,6 +59,10 @@ pub struct MemoryEstimate {
     pub adapter: u64,
     /// What the backward pass keeps of every decoder layer (without attention scores).
     pub layer_activations: u64,
+    /// DoRA: one projection's `W + s·BA` in f32 (and the f32 cast of a bf16 `W`) while its norm is
+    /// taken, plus, while dropout applies to a bf16 base, the f32 copies of the adapted weights the
+    /// backward keeps (one layer's with recompute, every layer's without).
+    pub dora: u64,
     /// Chunked attention: row statistics kept per layer plus one chunk's scores at a time.
     pub attention: u64,
     /// Plain attention: repeated K/V and full score matrices kept per layer.
@@ -87,6 +105,18 @@ pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
         layers * per_layer
     };
     let layer_activations = tokens * (kept + 2 * h) * e;
+    let dora = inputs.dora.map_or(0, |d| {
+        // An f32 base is its own f32 copy.
+        let copies = if e == 4 { 0 } else { 1 };
+        let transient = (1 + copies) * d.largest * 4;
+        let kept_layers = if inputs.recompute { 1 } else { layers };
+        let kept = if d.dropout {
+            copies * d.per_layer * 4 * kept_layers
+        } else {
+            0
+        };
+        transient + kept
+    });
     // Chunked: max and sum per row and head (f32) in every layer; scores, probabilities and
     // their gradient of one chunk of query rows (f32) at a time.
     let chunk = (ember_qwen3::attention::DEFAULT_ATTENTION_CHUNK as u64).min(len);
@@ -102,13 +132,14 @@ pub fn estimate(c: &Qwen3Config, inputs: MemoryInputs) -> MemoryEstimate {
     let chunk_buffers = if e == 4 { 1 } else { 2 };
     let logits = tokens * (h * e + 4) + chunk_tokens.min(tokens) * v * 4 * chunk_buffers;
     let logits_plain = tokens * v * 4 * 3;
-    let fixed = inputs.runtime_bytes + weights + adapter + layer_activations;
+    let fixed = inputs.runtime_bytes + weights + adapter + layer_activations + dora;
     MemoryEstimate {
         peak: fixed + attention + logits,
         peak_plain: fixed + attention_plain + logits_plain,
         weights,
         adapter,
         layer_activations,
+        dora,
         attention,
         attention_plain,
         logits,
@@ -178,6 +209,9 @@ impl std::fmt::Display for MemoryEstimate {
             human_bytes(self.attention),
             human_bytes(self.logits)
         )?;
+        if self.dora > 0 {
+            writeln!(f, "    + DoRA weight norms {}", human_bytes(self.dora))?;
+        }
         write!(
             f,
             "    without the memory features (plain attention {}, full logits {}): {}",
@@ -210,6 +244,7 @@ mod tests {
                 padded_len: 6504,
                 runtime_bytes: 0,
                 recompute: false,
+                dora: None,
             },
         );
         assert_eq!(m.weights, 8_190_735_360 * 2);
@@ -236,5 +271,21 @@ mod tests {
             tokens * (35 * per_layer - 36 * 4096) * 2
         );
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        // DoRA with dropout on a bf16 base under recompute: one layer's f32 weight copies (q, k, v,
+        // o: 4096·(4096+1024+1024+4096); gate, up, down: 3·4096·12288) and the transient pair.
+        let per_layer = 4096 * (4096 + 1024 + 1024 + 4096) + 3 * 4096 * 12288;
+        let d = estimate(
+            &c,
+            MemoryInputs {
+                dora: Some(DoraWeights {
+                    per_layer,
+                    largest: 4096 * 12288,
+                    dropout: true,
+                }),
+                ..r.inputs.clone()
+            },
+        );
+        assert_eq!(d.dora, per_layer * 4 + 2 * 4096 * 12288 * 4);
+        assert_eq!(d.peak - r.peak, d.dora);
     }
 }

@@ -182,6 +182,35 @@ pub fn synthetic_data(n: usize, n_eval: usize, len: usize, vocab: usize) -> SftD
 }
 
 /// `len` rounded up to a multiple of `m`.
+/// The weights DoRA adapts in a model of this shape: the most of any one decoder layer
+/// (`model.layers.N.`), and the largest one.
+fn dora_weights(
+    shape: &ember_lora::ModelShape,
+    cfg: &FinetuneConfig,
+    model_cfg: &Qwen3Config,
+) -> Result<memory::DoraWeights, StudyError> {
+    let chosen = shape.select(&cfg.lora.selector()?)?;
+    let mut per_layer = vec![0u64; model_cfg.num_hidden_layers.max(1)];
+    let mut largest = 0u64;
+    for l in chosen {
+        let n = (l.in_features * l.out_features) as u64;
+        largest = largest.max(n);
+        let layer = l
+            .path
+            .strip_prefix("model.layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        if let Some(slot) = layer.and_then(|i| per_layer.get_mut(i)) {
+            *slot += n;
+        }
+    }
+    Ok(memory::DoraWeights {
+        per_layer: per_layer.into_iter().max().unwrap_or(0),
+        largest,
+        dropout: cfg.lora.lora_dropout > 0.0,
+    })
+}
+
 fn pad_to(len: usize, m: Option<usize>) -> usize {
     match m {
         Some(m) if m > 1 => len.div_ceil(m) * m,
@@ -270,6 +299,11 @@ pub fn plan_with_data(
             padded_len: pad_to(longest, cfg.data.pad_to_multiple_of),
             runtime_bytes,
             recompute: t.gradient_checkpointing(),
+            dora: cfg
+                .lora
+                .use_dora
+                .then(|| dora_weights(&shape, cfg, model_cfg))
+                .transpose()?,
         },
     );
     Ok(Plan {

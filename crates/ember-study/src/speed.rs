@@ -69,6 +69,8 @@ pub struct SpeedOptions {
     pub recompute: Option<bool>,
     /// Base weight dtype: f32 | bf16.
     pub dtype: String,
+    /// DoRA adapters on both sides (PEFT `use_dora=True`) instead of plain LoRA.
+    pub dora: bool,
     /// Peak dense TFLOP/s for MFU; `None`: 989 (an H200's bf16) on GPUs, none on CPU.
     pub peak_tflops: Option<f64>,
     /// Write all results (and the machine) as JSON here.
@@ -311,6 +313,8 @@ struct ChildSpec {
     dtype: String,
     profile: bool,
     recompute: bool,
+    #[serde(default)]
+    dora: bool,
 }
 
 struct Step {
@@ -338,6 +342,7 @@ impl BackendOp for Step {
             lora_dropout: 0.05,
             // PEFT's "all-linear": Qwen3's 7 projections (the HF script lists them by name).
             lora_target: TargetModules::AllLinear,
+            use_dora: s.dora,
             ..LoraConfig::default()
         };
         ember_lora::apply_lora(&mut model, &lora, 0)?;
@@ -519,6 +524,7 @@ fn run_ember(opts: &SpeedOptions, case: &Case, threads: usize) -> Result<Value, 
         dtype: opts.dtype.clone(),
         profile: opts.profile,
         recompute: case.recompute,
+        dora: opts.dora,
     };
     let spec = serde_json::to_string(&spec)
         .map_err(|e| StudyError::Bench(format!("the child's spec: {e}")))?;
@@ -638,6 +644,9 @@ fn run_hf(
     }
     if opts.dtype == "bf16" {
         cmd.args(["--dtype", "bf16"]);
+    }
+    if opts.dora {
+        cmd.arg("--dora");
     }
     let out = threaded(&mut cmd, threads)
         .output()
@@ -785,7 +794,7 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
     }
     let m = machine();
     println!(
-        "machine: {} ({} cores), {}; {threads} threads; ember on {}, attention {}, loss {}, base {}, recompute {}; HF attn {}",
+        "machine: {} ({} cores), {}; {threads} threads; ember on {}, attention {}, loss {}, base {}, recompute {}, adapter {}; HF attn {}",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["memory"].as_str().unwrap_or("?"),
@@ -795,6 +804,7 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
         opts.dtype,
         opts.recompute
             .map_or("per case".to_string(), |r| r.to_string()),
+        if opts.dora { "DoRA" } else { "LoRA" },
         opts.hf_attn
     );
     println!(
@@ -847,7 +857,7 @@ fn run_parent(opts: &SpeedOptions) -> Result<(), StudyError> {
         let doc = json!({
             "machine": m, "threads": threads, "backend": opts.backend.to_string(),
             "attention": opts.attention, "loss": opts.loss, "dtype": opts.dtype,
-            "recompute": opts.recompute,
+            "recompute": opts.recompute, "dora": opts.dora,
             "steps": opts.steps, "warmup": opts.warmup, "cases": all,
         });
         crate::error::write_json(path, &doc)?;
