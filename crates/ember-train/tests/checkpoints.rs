@@ -180,6 +180,57 @@ fn resumed_run_equals_uninterrupted_run_on<B: AutodiffBackend>(device: B::Device
     );
 }
 
+/// DoRA (its magnitude and optimizer moments in the checkpoint, dropout 0.1 under recompute),
+/// LoRA+ and a rank pattern resume exactly too; a resume that changes the variant is refused.
+#[test]
+fn adapter_variants_resume_exactly() {
+    on_every_backend!(adapter_variants_resume_exactly_on);
+}
+
+fn adapter_variants_resume_exactly_on<B: AutodiffBackend>(device: B::Device) {
+    const VARIANTS: [&str; 3] = [
+        "use_dora=true",
+        "loraplus_lr_ratio=8",
+        "rank_pattern={down_proj=6}",
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    train::<B>(&device, &config(&a, &VARIANTS)).expect("uninterrupted run");
+    let saved = adapter(&a);
+    assert!(
+        saved
+            .keys()
+            .any(|k| k.ends_with("down_proj.lora_magnitude_vector")),
+        "a DoRA adapter"
+    );
+    train::<B>(&device, &config(&b, &VARIANTS)).expect("second run");
+    cut_back_to(&b, 4);
+    let mut resume = VARIANTS.to_vec();
+    resume.push("resume_from_checkpoint=true");
+    train::<B>(&device, &config(&b, &resume)).expect("resumed run");
+    assert_eq!(
+        saved,
+        adapter(&b),
+        "final adapter after resuming from step 4"
+    );
+    cut_back_to(&b, 4);
+    let err = train::<B>(
+        &device,
+        &config(
+            &b,
+            &[
+                "loraplus_lr_ratio=8",
+                "rank_pattern={down_proj=6}",
+                "resume_from_checkpoint=true",
+            ],
+        ),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(err.contains("use_dora"), "{err}");
+}
+
 #[test]
 fn a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten() {
     on_every_backend!(a_checkpoint_of_another_run_is_refused_and_nothing_is_overwritten_on);
